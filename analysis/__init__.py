@@ -1,0 +1,1 @@
+"""Analysis tools: parameter counts, KV-cache memory, FLOPs, throughput, results and scaling fits."""

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from workbench import build_model, get_preset
+from workbench.config import ModelConfig
+
+TINY = get_preset("tiny")
+
+
+def small_cfg(**overrides) -> ModelConfig:
+    base = dict(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, mlp_hidden=64, window=4, max_seq_len=64)
+    return TINY.replace(**{**base, **overrides})
+
+
+VARIANTS = [
+    {},
+    {"attn_logit": "softcap", "final_softcap": 30.0},
+    {"attn_logit": "softcap+qk_norm"},
+    {"attn_logit": "none", "norm_placement": "pre", "norm": "rmsnorm", "mlp": "swiglu"},
+    {"norm_placement": "post", "norm": "layernorm", "mlp": "gelu", "bias": True},
+    {"mlp": "relu2", "tie_embeddings": False, "embed_scale": False, "position": "none"},
+    {"head_dim": 12, "query_pre_attn_scalar": 20, "rope_fraction": 0.5},
+    {"n_kv_heads": 1, "layer_pattern": "1:1"},
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=str)
+def test_causality(overrides):
+    """Changing a future token never changes earlier logits."""
+    model = build_model(small_cfg(**overrides)).eval()
+    x = torch.randint(0, 264, (2, 20))
+    y = x.clone()
+    y[:, 12:] = torch.randint(0, 264, (2, 8))
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=str)
+def test_shapes_and_dtypes(overrides):
+    model = build_model(small_cfg(**overrides))
+    logits = model(torch.randint(0, 264, (3, 7)))
+    assert logits.shape == (3, 7, 264) and logits.dtype == torch.float32
+    with torch.no_grad():
+        bf16 = model.to(torch.bfloat16)(torch.randint(0, 264, (1, 5)))
+    assert bf16.dtype == torch.bfloat16
+
+
+def test_window_masking():
+    """All-local: a token more than W back never changes the logits; all-global: it does."""
+    x = torch.randint(0, 264, (1, 24))
+    y = x.clone()
+    y[0, 3] = (x[0, 3] + 1) % 264  # position 3; with W=4 and 3 layers, influence reaches at most 3 + 3*3 = 12
+    last = 23
+    for pattern, changes in (("local", False), ("global", True)):
+        model = build_model(small_cfg(layer_pattern=pattern)).eval()
+        with torch.no_grad():
+            diff = (model(x)[0, last] - model(y)[0, last]).abs().max().item()
+        assert (diff > 1e-6) == changes, (pattern, diff)
+
+
+def test_window_edge_includes_exactly_w_keys():
+    """One local layer with W=4: query i sees keys i-3..i; key i-4 has no effect, key i-3 does."""
+    model = build_model(small_cfg(layer_pattern="local", n_layers=1)).eval()
+    x = torch.randint(0, 264, (1, 10))
+    with torch.no_grad():
+        base = model(x)[0, 9]
+        for pos, matters in ((5, False), (6, True)):
+            y = x.clone()
+            y[0, pos] = (x[0, pos] + 1) % 264
+            assert ((model(y)[0, 9] - base).abs().max() > 1e-6).item() == matters, pos
+
+
+def test_set_window_changes_local_layers_only():
+    model = build_model(small_cfg(layer_pattern="1:1", n_layers=2))
+    model.set_window(2)
+    assert [b.attn.window for b in model.blocks] == [2, None]
+    with pytest.raises(ValueError, match="window"):
+        model.set_window(0)
+
+
+def test_gemma_norm_starts_at_identity_scale():
+    model = build_model(small_cfg())
+    assert torch.all(model.blocks[0].attn_pre_norm.weight == 0)
+    model = build_model(small_cfg(norm="rmsnorm"))
+    assert torch.all(model.blocks[0].attn_pre_norm.weight == 1)
+
+
+def test_same_seed_same_weights():
+    torch.manual_seed(5)
+    a = build_model(small_cfg()).state_dict()
+    torch.manual_seed(5)
+    b = build_model(small_cfg()).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

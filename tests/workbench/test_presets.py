@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from analysis.params import count_params
+from workbench import build_model, get_preset, list_presets
+
+REQUIRED = ["gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma2-2b", "gemma2-9b", "gemma2-27b",
+            "llama-small", "tiny", "small"]  # fmt: skip
+
+
+def test_required_presets_exist():
+    assert set(REQUIRED) <= set(list_presets())
+
+
+def test_unknown_preset_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"preset: got 'gemma4'.*gemma3-1b"):
+        get_preset("gemma4")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_builds_on_meta_with_the_counted_parameters(name):
+    cfg = get_preset(name)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == count_params(cfg)["total"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "llama-small"])
+def test_small_presets_run_forward(name):
+    cfg = get_preset(name)
+    logits = build_model(cfg)(torch.randint(0, cfg.vocab_size, (2, 33)))
+    assert logits.shape == (2, 33, cfg.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_size_of_ablation_baselines():
+    assert 0.8e6 <= count_params(get_preset("tiny"))["total"] <= 1.5e6
+    assert 10e6 <= count_params(get_preset("small"))["total"] <= 30e6
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("gemma3-1b", "window", 512), ("gemma3-4b", "window", 1024), ("gemma3-27b", "query_pre_attn_scalar", 168),
+        ("gemma3-27b", "head_dim", 128), ("gemma3-12b", "rope_scaling_global", 8.0),
+        ("gemma3-1b", "rope_scaling_global", 1.0), ("gemma3-4b", "rope_base_global", 1e6),
+        ("gemma3-4b", "rope_base_local", 1e4), ("gemma2-9b", "window", 4096),
+        ("gemma2-27b", "query_pre_attn_scalar", 144),
+        ("gemma2-2b", "final_softcap", 30.0), ("gemma2-2b", "layer_pattern", "1:1"),
+    ],
+)  # fmt: skip
+def test_published_config_values(name, field, value):
+    assert getattr(get_preset(name), field) == value

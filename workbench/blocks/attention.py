@@ -1,0 +1,82 @@
+"""Self-attention blocks, registered by name. `mha` covers multi-head, grouped-query and multi-query attention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.cache import LayerCache
+from workbench.registry import ATTENTION, NORM, POSITION
+
+if TYPE_CHECKING:
+    from workbench.config import ModelConfig
+
+
+def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Boolean (Tq, Tk) mask: key j is visible from query i iff j <= i and, with a window W, i - W < j."""
+    mask = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        mask &= k_pos[None, :] > q_pos[:, None] - window
+    return mask
+
+
+@ATTENTION.register("mha")
+class MultiHeadAttention(nn.Module):
+    """GQA attention with optional QK-norm (after projection, before RoPE) and tanh logit soft-capping.
+
+    `window` is None on global layers; on local layers it may be changed after training (`set_window`).
+    """
+
+    def __init__(self, cfg: ModelConfig, local: bool) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.resolved_head_dim
+        self.scale = cfg.attn_scale
+        self.softcap = cfg.softcap
+        self.window = cfg.window if local else None
+        self.dropout = cfg.dropout
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        if cfg.qk_norm:
+            self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+            self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+        base = cfg.rope_base_local if local else cfg.rope_base_global
+        scaling = 1.0 if local else cfg.rope_scaling_global
+        self.rope = POSITION.build(cfg.position, self.head_dim, base, scaling, cfg.rope_fraction)
+
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
+        capacity = max_len if self.window is None else min(self.window, max_len)
+        shape = (batch_size, self.n_kv_heads, capacity, self.head_dim)
+        return LayerCache(shape, wraps=self.window is not None, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rope(q, k, positions)
+        k_pos = positions
+        if cache is not None:
+            k, v, k_pos = cache.update(k, v)
+        out = self._attend(q, k, v, visible(positions, k_pos, self.window))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        dropout = self.dropout if self.training else 0.0
+        if self.softcap is None:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale, enable_gqa=True
+            )
+        groups = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        scores = self.softcap * torch.tanh(scores / self.softcap)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), dropout, self.training)
+        return probs @ v

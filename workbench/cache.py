@@ -1,0 +1,59 @@
+"""KV cache for decoding: global layers cache every token, local layers a ring buffer of `window` slots."""
+
+from __future__ import annotations
+
+import torch
+
+
+class LayerCache:
+    """Keys and values of one layer, preallocated once; `capacity` slots, written at position % capacity.
+
+    A global layer has capacity = max_len and never wraps; a local layer has capacity = min(window, max_len)
+    and overwrites the oldest slot, which by then has left the window.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int], wraps: bool, dtype: torch.dtype, device: torch.device):
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.capacity = shape[2]
+        self.wraps = wraps
+        self.length = 0  # tokens written so far
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store the new keys/values; return every key/value the new queries may see, with their positions."""
+        start, n_new = self.length, k.shape[2]
+        if not self.wraps and start + n_new > self.capacity:
+            raise ValueError(
+                f"KV cache overflow: {start} cached + {n_new} new tokens exceed the cache length {self.capacity}; "
+                "allocate the cache with a larger max_len"
+            )
+        kept = min(start, self.capacity)
+        old_pos = torch.arange(start - kept, start, device=k.device)
+        slots = old_pos % self.capacity
+        new_pos = torch.arange(start, start + n_new, device=k.device)
+        keys = torch.cat((self.k[:, :, slots], k), dim=2)
+        values = torch.cat((self.v[:, :, slots], v), dim=2)
+        written = new_pos[-self.capacity :]
+        self.k[:, :, written % self.capacity] = k[:, :, -self.capacity :]
+        self.v[:, :, written % self.capacity] = v[:, :, -self.capacity :]
+        self.length = start + n_new
+        return keys, values, torch.cat((old_pos, new_pos))
+
+
+class KVCache:
+    """The caches of every layer of a model, made by `Transformer.new_cache`; `nbytes` is what they allocate."""
+
+    def __init__(self, layers: list[LayerCache]) -> None:
+        self.layers = layers
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)

@@ -1,0 +1,114 @@
+"""The transformer: embedding, a stack of blocks read from `ModelConfig`, final norm, tied or untied head.
+
+Every choice (attention kind, MLP kind, norm kind and placement, position encoding, local/global pattern)
+is a config value looked up in `workbench.registry`; nothing here branches on a model name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench import blocks  # noqa: F401  (fills the registries)
+from workbench.blocks.patterns import LOCAL
+from workbench.cache import KVCache
+from workbench.config import ModelConfig
+from workbench.registry import ATTENTION, MLP, NORM
+
+
+class Block(nn.Module):
+    """Attention then MLP, each wrapped by the configured norm placement.
+
+    pre:      x = x + f(norm(x))
+    post:     x = norm(x + f(x))                  (classic post-LN)
+    sandwich: x = x + post_norm(f(pre_norm(x)))   (Gemma 2/3)
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_type: str) -> None:
+        super().__init__()
+        self.placement = cfg.norm_placement
+        self.layer_type = layer_type
+        self.attn = ATTENTION.build(cfg.attention, cfg, local=layer_type == LOCAL)
+        self.mlp = MLP.build(cfg.mlp, cfg.d_model, cfg.mlp_hidden, cfg.bias)
+        norm = lambda: NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
+        if self.placement in ("pre", "sandwich"):
+            self.attn_pre_norm, self.mlp_pre_norm = norm(), norm()
+        if self.placement in ("post", "sandwich"):
+            self.attn_post_norm, self.mlp_post_norm = norm(), norm()
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        x = self._residual(x, lambda h: self.attn(h, positions, cache), "attn")
+        return self._residual(x, self.mlp, "mlp")
+
+    def _residual(self, x: torch.Tensor, f, name: str) -> torch.Tensor:
+        if self.placement == "post":
+            return getattr(self, f"{name}_post_norm")(x + self.dropout(f(x)))
+        h = f(getattr(self, f"{name}_pre_norm")(x))
+        if self.placement == "sandwich":
+            h = getattr(self, f"{name}_post_norm")(h)
+        return x + self.dropout(h)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, layer_type) for layer_type in cfg.layer_types)
+        # post-LN already ends every block with a norm; the other placements need a final one
+        self.final_norm = (
+            nn.Identity() if cfg.norm_placement == "post" else NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        )
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.register_buffer("embed_multiplier", torch.tensor(math.sqrt(cfg.d_model)), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights; output projections scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue  # norm weights and biases keep the initialisation of their module
+            scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1
+            nn.init.normal_(p, mean=0.0, std=std * scale)
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` tokens."""
+        dtype = dtype or self.embed.weight.dtype
+        device = self.embed.weight.device
+        return KVCache([b.attn.new_cache(batch_size, max_len, dtype, device) for b in self.blocks])
+
+    def set_window(self, window: int) -> None:
+        """Change the sliding window of every local layer (e.g. evaluate at a smaller window than trained)."""
+        if window < 1:
+            raise ValueError(f"window: got {window}; allowed: a value >= 1")
+        for block in self.blocks:
+            if block.attn.window is not None:
+                block.attn.window = window
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds."""
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        x = self.embed(input_ids)
+        if self.cfg.embed_scale:
+            x = x * self.embed_multiplier.to(x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, cache.layers[i] if cache is not None else None)
+        x = self.final_norm(x)
+        logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
+        if self.cfg.final_softcap is not None:
+            logits = self.cfg.final_softcap * torch.tanh(logits / self.cfg.final_softcap)
+        return logits
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    """Build the model a config describes. Works under `torch.device("meta")` for the large presets."""
+    return Transformer(cfg)
