@@ -1,0 +1,1 @@
+"""Quantisation: storage formats (bytes per weight, scales included) and quantisation-aware training."""
