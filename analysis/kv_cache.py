@@ -1,7 +1,8 @@
 """KV-cache bytes computed from a `ModelConfig`, and measured from a real allocated cache.
 
-Per layer: 2 (K and V) x n_kv_heads x head_dim x cached tokens x bytes per element, where a local layer caches
-min(context, window) tokens and a global layer all of them.
+Per layer: cached elements per token x cached tokens x bytes per element, where a local layer caches
+min(context, window) tokens and a global layer all of them. Elements per token: 2 (K and V) x n_kv_heads x
+head_dim for `mha`; latent + RoPE key width for `mla`.
 Usage: `python -m analysis.kv_cache gemma3-27b --context 32768 [--dtype bfloat16] [--batch 1] [--json] [--measure]`.
 """
 
@@ -29,11 +30,23 @@ def cached_tokens(cfg: ModelConfig, layer_type: str, context_len: int, window: i
     return min(context_len, window or cfg.window) if layer_type == LOCAL else context_len
 
 
+def cached_elements_per_token(cfg: ModelConfig, kind: str) -> int:
+    """Elements one token adds to one layer's cache for a registered attention `kind`."""
+    if kind == "mha":
+        return 2 * cfg.n_kv_heads * cfg.resolved_head_dim
+    if kind == "mla":
+        return cfg.mla_latent_dim + cfg.mla_rope_dim
+    raise ValueError(f"attention: no KV-cache formula for {kind!r}; known: mha, mla")
+
+
 def kv_cache_bytes_per_layer(
     cfg: ModelConfig, context_len: int, batch_size: int = 1, dtype: str = "bfloat16", window: int | None = None
 ) -> list[int]:
-    per_token = 2 * cfg.n_kv_heads * cfg.resolved_head_dim * dtype_bytes(dtype) * batch_size
-    return [per_token * cached_tokens(cfg, t, context_len, window) for t in cfg.layer_types]
+    scale = dtype_bytes(dtype) * batch_size
+    return [
+        cached_elements_per_token(cfg, cfg.attention_for(t)) * cached_tokens(cfg, t, context_len, window) * scale
+        for t in cfg.layer_types
+    ]
 
 
 def kv_cache_bytes(

@@ -18,12 +18,20 @@ def norm_params(cfg: ModelConfig, dim: int) -> int:
     return 2 * dim if cfg.norm == "layernorm" and cfg.bias else dim
 
 
-def attention_params(cfg: ModelConfig) -> int:
-    hd, q, kv = cfg.resolved_head_dim, cfg.n_heads, cfg.n_kv_heads
-    weights = cfg.d_model * hd * (q + 2 * kv) + q * hd * cfg.d_model
-    biases = (hd * (q + 2 * kv) + cfg.d_model) if cfg.bias else 0
+def attention_params(cfg: ModelConfig, kind: str | None = None) -> int:
+    """Parameters of one attention block of a registered `kind` ('mha' or 'mla'; default: cfg.attention)."""
+    kind = kind or cfg.attention
+    d, hd, h = cfg.d_model, cfg.resolved_head_dim, cfg.n_heads
     qk_norm = 2 * norm_params(cfg, hd) if cfg.qk_norm else 0
-    return weights + biases + qk_norm
+    if kind == "mha":
+        outs = hd * (h + 2 * cfg.n_kv_heads) + d  # output widths of q, k, v, o
+        return d * hd * (h + 2 * cfg.n_kv_heads) + h * hd * d + (outs if cfg.bias else 0) + qk_norm
+    if kind == "mla":
+        latent, rope = cfg.mla_latent_dim, cfg.mla_rope_dim
+        weights = d * h * (hd + rope) + d * latent + d * rope + 2 * latent * h * hd + h * hd * d
+        outs = h * (hd + rope) + latent + rope + 2 * h * hd + d
+        return weights + (outs if cfg.bias else 0) + norm_params(cfg, latent) + qk_norm
+    raise ValueError(f"attention: no parameter formula for {kind!r}; known: mha, mla")
 
 
 def mlp_params(cfg: ModelConfig) -> int:
@@ -32,15 +40,16 @@ def mlp_params(cfg: ModelConfig) -> int:
     return (n_in + 1) * cfg.d_model * cfg.mlp_hidden + biases
 
 
-def layer_params(cfg: ModelConfig) -> int:
+def layer_params(cfg: ModelConfig, layer_type: str) -> int:
     norms_per_layer = {"pre": 2, "post": 2, "sandwich": 4}[cfg.norm_placement]
-    return attention_params(cfg) + mlp_params(cfg) + norms_per_layer * norm_params(cfg, cfg.d_model)
+    attention = attention_params(cfg, cfg.attention_for(layer_type))
+    return attention + mlp_params(cfg) + norms_per_layer * norm_params(cfg, cfg.d_model)
 
 
 def count_params(cfg: ModelConfig) -> dict[str, int]:
     embedding = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
     final_norm = 0 if cfg.norm_placement == "post" else norm_params(cfg, cfg.d_model)
-    non_embedding = cfg.n_layers * layer_params(cfg) + final_norm
+    non_embedding = sum(layer_params(cfg, t) for t in cfg.layer_types) + final_norm
     return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
 
 

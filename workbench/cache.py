@@ -9,13 +9,21 @@ class LayerCache:
     """Keys and values of one layer, preallocated once; `capacity` slots, written at position % capacity.
 
     A global layer has capacity = max_len and never wraps; a local layer has capacity = min(window, max_len)
-    and overwrites the oldest slot, which by then has left the window.
+    and overwrites the oldest slot, which by then has left the window. Shapes are (batch, heads, capacity, dim);
+    k and v may differ in heads and dim (latent attention caches its latent and its RoPE key here).
     """
 
-    def __init__(self, shape: tuple[int, int, int, int], wraps: bool, dtype: torch.dtype, device: torch.device):
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.capacity = shape[2]
+    def __init__(
+        self,
+        k_shape: tuple[int, int, int, int],
+        v_shape: tuple[int, int, int, int],
+        wraps: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.k = torch.zeros(k_shape, dtype=dtype, device=device)
+        self.v = torch.zeros(v_shape, dtype=dtype, device=device)
+        self.capacity = k_shape[2]
         self.wraps = wraps
         self.length = 0  # tokens written so far
 
@@ -45,10 +53,29 @@ class LayerCache:
 
 
 class KVCache:
-    """The caches of every layer of a model, made by `Transformer.new_cache`; `nbytes` is what they allocate."""
+    """The caches of every layer of a model, made by `Transformer.new_cache`; `nbytes` is what they allocate.
 
-    def __init__(self, layers: list[LayerCache]) -> None:
+    It holds up to `max_len` tokens in all: a longer request raises, on local layers too (a local cache shorter
+    than its window cannot drop anything), and so does a local layer whose window outgrew its cache.
+    """
+
+    def __init__(self, layers: list[LayerCache], max_len: int) -> None:
         self.layers = layers
+        self.max_len = max_len
+
+    def check(self, n_new: int, windows: list[int | None]) -> None:
+        """Raise unless `n_new` more tokens fit, for layers now attending over `windows` keys (None: global)."""
+        if self.length + n_new > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: {self.length} cached + {n_new} new tokens exceed the cache length "
+                f"{self.max_len}; allocate the cache with a larger max_len"
+            )
+        for i, (layer, window) in enumerate(zip(self.layers, windows, strict=True)):
+            if window is not None and layer.capacity < min(window, self.max_len):
+                raise ValueError(
+                    f"window: layer {i} attends over {window} keys but its cache holds {layer.capacity}; "
+                    "allocate the cache after set_window"
+                )
 
     @property
     def length(self) -> int:

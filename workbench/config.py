@@ -28,6 +28,7 @@ class ModelConfig:
     max_seq_len: int = 256  # the training context; the KV cache may be allocated longer
     # block choices (registry names)
     attention: str = "mha"
+    attention_global: str | None = None  # attention kind on global layers; None: the same as `attention`
     mlp: str = "geglu"
     norm: str = "gemma_rmsnorm"
     position: str = "rope"
@@ -46,6 +47,9 @@ class ModelConfig:
     rope_base_local: float = 10_000.0
     rope_scaling_global: float = 1.0  # linear position interpolation on global layers
     rope_fraction: float = 1.0
+    # multi-head latent attention (attention "mla"): cached latent width and decoupled RoPE key width
+    mla_latent_dim: int = 64
+    mla_rope_dim: int = 16
     # embeddings and the rest
     tie_embeddings: bool = True
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
@@ -67,6 +71,10 @@ class ModelConfig:
     def attn_scale(self) -> float:
         scalar = self.query_pre_attn_scalar if self.query_pre_attn_scalar is not None else self.resolved_head_dim
         return scalar**-0.5
+
+    def attention_for(self, layer_type: str) -> str:
+        """The registered attention kind used on layers of `layer_type` ('local' or 'global')."""
+        return self.attention_global if layer_type == "global" and self.attention_global else self.attention
 
     @property
     def layer_types(self) -> tuple[str, ...]:
@@ -123,6 +131,12 @@ class ModelConfig:
             )
         for name, registry in (("attention", ATTENTION), ("mlp", MLP), ("norm", NORM), ("position", POSITION)):
             _choice(name, getattr(self, name), registry.names())
+        if self.attention_global is not None:
+            _choice("attention_global", self.attention_global, ATTENTION.names())
+        _positive("mla_latent_dim", self.mla_latent_dim)
+        _positive("mla_rope_dim", self.mla_rope_dim)
+        if self.mla_rope_dim % 2:
+            raise ValueError(f"mla_rope_dim: got {self.mla_rope_dim}; allowed: an even value > 0")
         _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice("attn_logit", self.attn_logit, ATTN_LOGIT_CONTROLS)
         _positive("window", self.window)
@@ -161,7 +175,8 @@ _INT, _FLOAT = (int,), (int, float)
 _EXPECTED_TYPES: dict[str, Any] = {
     "vocab_size": _INT, "d_model": _INT, "n_layers": _INT, "n_heads": _INT, "n_kv_heads": _INT,
     "head_dim": (int, type(None)), "mlp_hidden": _INT, "max_seq_len": _INT,
-    "attention": str, "mlp": str, "norm": str, "position": str, "norm_placement": str,
+    "attention": str, "attention_global": (str, type(None)), "mla_latent_dim": _INT, "mla_rope_dim": _INT,
+    "mlp": str, "norm": str, "position": str, "norm_placement": str,
     "norm_eps": _FLOAT, "layer_pattern": (str, tuple), "window": _INT, "attn_logit": str,
     "attn_softcap": _FLOAT, "final_softcap": (int, float, type(None)),
     "query_pre_attn_scalar": (int, float, type(None)),

@@ -31,7 +31,7 @@ class Block(nn.Module):
         super().__init__()
         self.placement = cfg.norm_placement
         self.layer_type = layer_type
-        self.attn = ATTENTION.build(cfg.attention, cfg, local=layer_type == LOCAL)
+        self.attn = ATTENTION.build(cfg.attention_for(layer_type), cfg, local=layer_type == LOCAL)
         self.mlp = MLP.build(cfg.mlp, cfg.d_model, cfg.mlp_hidden, cfg.bias)
         norm = lambda: NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
         if self.placement in ("pre", "sandwich"):
@@ -80,13 +80,18 @@ class Transformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
-        """An empty KV cache for `batch_size` sequences of up to `max_len` tokens."""
+        """An empty KV cache for `batch_size` sequences of up to `max_len` tokens, sized for the current windows."""
         dtype = dtype or self.embed.weight.dtype
         device = self.embed.weight.device
-        return KVCache([b.attn.new_cache(batch_size, max_len, dtype, device) for b in self.blocks])
+        return KVCache([b.attn.new_cache(batch_size, max_len, dtype, device) for b in self.blocks], max_len)
 
     def set_window(self, window: int) -> None:
-        """Change the sliding window of every local layer (e.g. evaluate at a smaller window than trained)."""
+        """Change the sliding window of every local layer, e.g. evaluate at a smaller window than trained.
+
+        Gemma 2 (Table 10) trains with 4096 and evaluates at 2048 or 1024 at a small perplexity cost. Logits change
+        only at positions >= the new window; caches allocated afterwards are smaller (`new_cache`), and a cache
+        allocated before a larger window is rejected by the forward pass.
+        """
         if window < 1:
             raise ValueError(f"window: got {window}; allowed: a value >= 1")
         for block in self.blocks:
@@ -95,7 +100,10 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds."""
-        start = cache.length if cache is not None else 0
+        start = 0
+        if cache is not None:
+            cache.check(input_ids.shape[1], [b.attn.window for b in self.blocks])
+            start = cache.length
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         x = self.embed(input_ids)
         if self.cfg.embed_scale:

@@ -23,6 +23,27 @@ def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> tor
     return mask
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    softcap: float | None,
+    dropout: float,
+) -> torch.Tensor:
+    """softmax(mask(cap(q k^T * scale))) v, with k/v heads shared by groups of query heads (GQA)."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=True)
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-2, -1)) * scale
+    scores = softcap * torch.tanh(scores / softcap)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), dropout)
+    return probs @ v
+
+
 @ATTENTION.register("mha")
 class MultiHeadAttention(nn.Module):
     """GQA attention with optional QK-norm (after projection, before RoPE) and tanh logit soft-capping.
@@ -51,7 +72,7 @@ class MultiHeadAttention(nn.Module):
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
         shape = (batch_size, self.n_kv_heads, capacity, self.head_dim)
-        return LayerCache(shape, wraps=self.window is not None, dtype=dtype, device=device)
+        return LayerCache(shape, shape, wraps=self.window is not None, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -64,19 +85,6 @@ class MultiHeadAttention(nn.Module):
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(k, v)
-        out = self._attend(q, k, v, visible(positions, k_pos, self.window))
+        mask = visible(positions, k_pos, self.window)
+        out = attend(q, k, v, mask, self.scale, self.softcap, self.dropout if self.training else 0.0)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        dropout = self.dropout if self.training else 0.0
-        if self.softcap is None:
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale, enable_gqa=True
-            )
-        groups = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        scores = (q @ k.transpose(-2, -1)) * self.scale
-        scores = self.softcap * torch.tanh(scores / self.softcap)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), dropout, self.training)
-        return probs @ v

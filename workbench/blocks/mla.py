@@ -1,0 +1,72 @@
+"""Multi-head latent attention (DeepSeek-V2): keys and values rebuilt from a small cached latent.
+
+Each token caches only its normalised latent c (mla_latent_dim) and one RoPE key shared by all heads
+(mla_rope_dim). Per head, keys are [W_uk c, rope(k_r)] and values W_uv c; queries are [q_nope, rope(q_rope)].
+With QK-norm on, the norm applies to the non-rotary parts of queries and keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from workbench.blocks.attention import attend, visible
+from workbench.cache import LayerCache
+from workbench.registry import ATTENTION, NORM, POSITION
+
+if TYPE_CHECKING:
+    from workbench.config import ModelConfig
+
+
+@ATTENTION.register("mla")
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, local: bool) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.resolved_head_dim
+        self.latent_dim, self.rope_dim = cfg.mla_latent_dim, cfg.mla_rope_dim
+        scalar = cfg.query_pre_attn_scalar or self.head_dim + self.rope_dim
+        self.scale = scalar**-0.5
+        self.softcap = cfg.softcap
+        self.window = cfg.window if local else None
+        self.dropout = cfg.dropout
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * (self.head_dim + self.rope_dim), bias=cfg.bias)
+        self.kv_down = nn.Linear(cfg.d_model, self.latent_dim, bias=cfg.bias)
+        self.kv_norm = NORM.build(cfg.norm, self.latent_dim, cfg.norm_eps, cfg.bias)
+        self.k_rope_proj = nn.Linear(cfg.d_model, self.rope_dim, bias=cfg.bias)
+        self.k_up = nn.Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.v_up = nn.Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        if cfg.qk_norm:
+            self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+            self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+        base = cfg.rope_base_local if local else cfg.rope_base_global
+        scaling = 1.0 if local else cfg.rope_scaling_global
+        self.rope = POSITION.build(cfg.position, self.rope_dim, base, scaling, 1.0)
+
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
+        capacity = max_len if self.window is None else min(self.window, max_len)
+        latent, rope_key = (batch_size, 1, capacity, self.latent_dim), (batch_size, 1, capacity, self.rope_dim)
+        return LayerCache(latent, rope_key, wraps=self.window is not None, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, -1).transpose(1, 2)
+        q_nope, q_rope = q.split((self.head_dim, self.rope_dim), dim=-1)
+        latent = self.kv_norm(self.kv_down(x)).unsqueeze(1)  # (B, 1, T, latent)
+        k_rope = self.k_rope_proj(x).unsqueeze(1)  # (B, 1, T, rope_dim): one RoPE key shared by all heads
+        q_rope, k_rope = self.rope(q_rope, k_rope, positions)
+        k_pos = positions
+        if cache is not None:
+            latent, k_rope, k_pos = cache.update(latent, k_rope)
+        Tk = latent.shape[2]
+        k_nope = self.k_up(latent[:, 0]).view(B, Tk, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_up(latent[:, 0]).view(B, Tk, self.n_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q_nope, k_nope = self.q_norm(q_nope), self.k_norm(k_nope)
+        q = torch.cat((q_nope, q_rope), dim=-1)
+        k = torch.cat((k_nope, k_rope.expand(B, self.n_heads, Tk, self.rope_dim)), dim=-1)
+        mask = visible(positions, k_pos, self.window)
+        out = attend(q, k, v, mask, self.scale, self.softcap, self.dropout if self.training else 0.0)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
