@@ -1,0 +1,112 @@
+"""The results store: every run's results and resolved config as one pandas DataFrame, one row per run.
+
+Notebooks and reports read runs only through `load`, so the on-disk layout is known in one place. Sources:
+- training run dirs: `results.json` (final metrics) + `config.yaml` (Hydra's resolved config; `.hydra/config.yaml`
+  as a fallback) + `metrics.csv` (the curve, read by `load_metrics`). A dir with `metrics.csv` but no
+  `results.json` is a run that never finished: it gets a row with status "incomplete". Run dirs nested in
+  another run dir (a logger's own `metrics.csv`) are skipped.
+- W&B offline dirs (`wandb/offline-run-*/files/{config.yaml,wandb-summary.json}`), unless nested in a training
+  run dir, whose `results.json` is authoritative.
+- the W&B public API, for an `entity/project` string that names no local path (needs network and a login).
+Config fields become dotted columns (`model.window`, `optim.lr`); results keys keep their names and win over a
+config field of the same name, which then stays as `config.<name>`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+WANDB_PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
+WANDB_RUN = re.compile(r"^(offline-)?run-\d")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"window": 64}} -> {"model.window": 64}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _row(results: Mapping[str, Any], config: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    row = flatten(config)
+    for key, value in flatten(results).items():
+        if key in row and row[key] != value:
+            row[f"config.{key}"] = row[key]
+        row[key] = value
+    row.update(extra)
+    return row
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def run_dir_row(run_dir: Path) -> dict[str, Any]:
+    config = _read_yaml(run_dir / "config.yaml") or _read_yaml(run_dir / ".hydra" / "config.yaml")
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"status": "incomplete"}
+    return _row(results, config, run_dir=str(run_dir), source="run_dir")
+
+
+def wandb_offline_row(run_dir: Path) -> dict[str, Any]:
+    """A W&B run dir: config.yaml holds {key: {"value": ..., "desc": ...}}, plus W&B's own `_wandb` entry."""
+    files = run_dir / "files"
+    raw = _read_yaml(files / "config.yaml")
+    config = {k: v["value"] if isinstance(v, Mapping) and "value" in v else v for k, v in raw.items() if k != "_wandb"}
+    summary_path = files / "wandb-summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "incomplete"}
+    summary = {k: v for k, v in summary.items() if k != "_wandb"}
+    return _row(summary, config, run_dir=str(run_dir), source="wandb_offline", wandb_id=run_dir.name.split("-")[-1])
+
+
+def _local_rows(roots: Iterable[Path]) -> list[dict[str, Any]]:
+    run_dirs: set[Path] = set()
+    wandb_dirs: set[Path] = set()
+    for root in (r.resolve() for r in roots if r.is_dir()):
+        run_dirs |= {p.parent for name in ("results.json", "metrics.csv") for p in root.rglob(name)}
+        for marker in ("files/config.yaml", "files/wandb-summary.json"):
+            wandb_dirs |= {p.parent.parent for p in root.rglob(marker) if WANDB_RUN.match(p.parent.parent.name)}
+    # a run's own nested logs (W&B, Lightning's CSV logger) are not runs of their own
+    wandb_dirs = {w for w in wandb_dirs if not any(r in w.parents for r in run_dirs)}
+    run_dirs = {d for d in run_dirs if not any(r in d.parents for r in run_dirs)}
+    return [run_dir_row(p) for p in sorted(run_dirs)] + [wandb_offline_row(p) for p in sorted(wandb_dirs)]
+
+
+def _wandb_api_rows(project: str) -> list[dict[str, Any]]:
+    import wandb
+
+    return [
+        _row(run.summary._json_dict, run.config, run_dir=run.url, source="wandb_api", wandb_id=run.id, state=run.state)
+        for run in wandb.Api().runs(project)
+    ]
+
+
+def load(path_or_glob: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run found under the given dirs/globs (searched recursively), or in a W&B `entity/project`."""
+    patterns = [path_or_glob] if isinstance(path_or_glob, str | Path) else list(path_or_glob)
+    roots: list[Path] = []
+    rows: list[dict[str, Any]] = []
+    for pattern in map(str, patterns):
+        matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+        if not matches and WANDB_PROJECT.match(pattern):
+            rows += _wandb_api_rows(pattern)
+        roots += matches
+    return pd.DataFrame(_local_rows(roots) + rows)
+
+
+def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """A run's logged curve (`metrics.csv`: one row per logging step)."""
+    return pd.read_csv(Path(run_dir) / "metrics.csv")

@@ -1,0 +1,98 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from analysis import runs
+
+
+def write_run(run_dir, config, results=None, metrics="step,train_loss\n0,5.5\n10,4.0\n"):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "metrics.csv").write_text(metrics)
+    if results is not None:
+        (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def write_wandb_offline(parent, name, config, summary):
+    files = parent / "wandb" / name / "files"
+    files.mkdir(parents=True)
+    wrapped = {k: {"desc": None, "value": v} for k, v in config.items()}
+    wrapped["_wandb"] = {"desc": None, "value": {"cli_version": "0.31.0"}}
+    (files / "config.yaml").write_text(yaml.safe_dump(wrapped))
+    (files / "wandb-summary.json").write_text(json.dumps({**summary, "_wandb": {"runtime": 3}}))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for i, (window, lr) in enumerate([(64, 1e-3), (128, 3e-3)]):
+        config = {"model": {"window": window, "layer_pattern": "5:1"}, "optim": {"lr": lr}, "seed": i}
+        results = {"val_loss": 2.0 + i, "val_bpb": 1.1, "tokens": 1000, "steps": 10, "seed": i, "status": "ok",
+                   "params": 123}  # fmt: skip
+        write_run(tmp_path / "sweep" / f"run{i}", config, results)
+        write_wandb_offline(tmp_path / "sweep" / f"run{i}", f"offline-run-2025_{i}-abc{i}", config, {"val_loss": 9})
+    write_run(tmp_path / "sweep" / "crashed", {"model": {"window": 32}, "optim": {"lr": 1e-2}})
+    write_wandb_offline(tmp_path / "solo", "offline-run-20250101_000000-xyz9", {"model": {"window": 16}},
+                        {"val_loss": 3.5, "tokens": 77})  # fmt: skip
+    return tmp_path
+
+
+def test_one_row_per_run_with_flattened_config(sweep):
+    df = runs.load(sweep / "sweep").set_index("run_dir")
+    assert len(df) == 3  # the nested W&B dirs belong to their run and add no rows
+    run1 = df.loc[str((sweep / "sweep" / "run1").resolve())]
+    assert (run1["model.window"], run1["optim.lr"], run1["val_loss"], run1["status"]) == (128, 3e-3, 3.0, "ok")
+    assert run1["model.layer_pattern"] == "5:1" and run1["params"] == 123
+    crashed = df.loc[str((sweep / "sweep" / "crashed").resolve())]
+    assert crashed["status"] == "incomplete" and crashed["model.window"] == 32
+
+
+def test_glob_and_wandb_offline(sweep):
+    df = runs.load(str(sweep / "*"))
+    assert sorted(df["source"]) == ["run_dir"] * 3 + ["wandb_offline"]
+    solo = df[df["source"] == "wandb_offline"].iloc[0]
+    assert (solo["model.window"], solo["val_loss"], solo["tokens"], solo["wandb_id"]) == (16, 3.5, 77, "xyz9")
+    assert not any(c.startswith("_wandb") for c in df.columns)
+
+
+def test_several_patterns_do_not_duplicate(sweep):
+    df = runs.load([sweep / "sweep", str(sweep / "sweep" / "run*"), sweep / "solo"])
+    assert len(df) == 4 and df["run_dir"].is_unique
+
+
+def test_results_win_over_config_and_keep_it(tmp_path):
+    write_run(tmp_path / "r", {"seed": 1, "model": {"window": 8}}, {"seed": 2, "val_loss": 1.0})
+    row = runs.load(tmp_path).iloc[0]
+    assert (row["seed"], row["config.seed"]) == (2, 1)
+
+
+def test_hydra_subdir_config_fallback(tmp_path):
+    write_run(tmp_path / "r", {}, {"val_loss": 1.5})
+    (tmp_path / "r" / "config.yaml").unlink()
+    (tmp_path / "r" / ".hydra").mkdir()
+    (tmp_path / "r" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": 0.5}}))
+    assert runs.load(tmp_path).iloc[0]["optim.lr"] == 0.5
+
+
+def test_nothing_found_is_an_empty_frame(tmp_path):
+    assert runs.load(tmp_path / "nope*").empty
+
+
+def test_entity_project_goes_to_the_wandb_api(monkeypatch):
+    run = SimpleNamespace(summary=SimpleNamespace(_json_dict={"val_loss": 2.5}), config={"model": {"window": 64}},
+                          url="https://wandb.ai/e/p/runs/a1", id="a1", state="finished")  # fmt: skip
+
+    class FakeApi:
+        def runs(self, path):
+            assert path == "ent/proj"
+            return [run]
+
+    monkeypatch.setattr("wandb.Api", FakeApi)
+    row = runs.load("ent/proj").iloc[0]
+    assert (row["model.window"], row["val_loss"], row["source"], row["state"]) == (64, 2.5, "wandb_api", "finished")
+
+
+def test_load_metrics(sweep):
+    curve = runs.load_metrics(sweep / "sweep" / "run0")
+    assert list(curve.columns) == ["step", "train_loss"] and curve["train_loss"].iloc[-1] == 4.0
