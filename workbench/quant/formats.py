@@ -14,12 +14,14 @@ class QuantFormat:
     """`bits` per weight plus one `scale_bytes` scale per block of `block_size` weights along a row.
 
     block_size None means one scale per output channel (row); scale_bytes 0 means no scales (raw bf16).
+    `element` is how one stored value is read: "int" (symmetric signed integer), "e4m3" (fp8) or "bf16".
     """
 
     name: str
     bits: int
     block_size: int | None
     scale_bytes: int
+    element: str = "int"
 
     def matrix_bytes(self, rows: int, cols: int) -> int:
         """Bytes to store a (rows, cols) weight matrix in this format."""
@@ -29,10 +31,10 @@ class QuantFormat:
 
 
 FORMATS: dict[str, QuantFormat] = {
-    "bf16": QuantFormat("bf16", bits=16, block_size=None, scale_bytes=0),
+    "bf16": QuantFormat("bf16", bits=16, block_size=None, scale_bytes=0, element="bf16"),
     "int4": QuantFormat("int4", bits=4, block_size=None, scale_bytes=2),  # per-channel, bf16 scales
     "int4_block32": QuantFormat("int4_block32", bits=4, block_size=32, scale_bytes=2),
-    "fp8": QuantFormat("fp8", bits=8, block_size=None, scale_bytes=2),  # e4m3 with a per-channel scale
+    "fp8": QuantFormat("fp8", bits=8, block_size=None, scale_bytes=2, element="e4m3"),  # e4m3 with a per-channel scale
 }
 
 
