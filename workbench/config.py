@@ -45,7 +45,9 @@ class ModelConfig:
     # rope
     rope_base_global: float = 1_000_000.0
     rope_base_local: float = 10_000.0
-    rope_scaling_global: float = 1.0  # linear position interpolation on global layers
+    rope_scaling_global: float = 1.0  # context-extension factor on global layers (1: none)
+    rope_scaling_type: str = "linear"  # linear (position interpolation), ntk, yarn
+    rope_original_context: int | None = None  # YaRN: the pre-training context; None: max_seq_len
     rope_fraction: float = 1.0
     # multi-head latent attention (attention "mla"): cached latent width and decoupled RoPE key width
     mla_latent_dim: int = 64
@@ -112,6 +114,7 @@ class ModelConfig:
     # validation ------------------------------------------------------------------------------------------
     def validate(self) -> None:
         from workbench import blocks  # noqa: F401  (fills the registries)
+        from workbench.blocks.position import ROPE_SCALING_TYPES
         from workbench.registry import ATTENTION, MLP, NORM, POSITION
 
         self._check_types()
@@ -149,6 +152,9 @@ class ModelConfig:
         _positive("rope_base_global", self.rope_base_global)
         _positive("rope_base_local", self.rope_base_local)
         _positive("rope_scaling_global", self.rope_scaling_global)
+        _choice("rope_scaling_type", self.rope_scaling_type, ROPE_SCALING_TYPES)
+        if self.rope_original_context is not None:
+            _positive("rope_original_context", self.rope_original_context)
         _positive("init_std", self.init_std)
         rot_dim = self.resolved_head_dim * self.rope_fraction
         if not 0 < self.rope_fraction <= 1 or rot_dim != int(rot_dim) or int(rot_dim) % 2:
@@ -181,6 +187,7 @@ _EXPECTED_TYPES: dict[str, Any] = {
     "attn_softcap": _FLOAT, "final_softcap": (int, float, type(None)),
     "query_pre_attn_scalar": (int, float, type(None)),
     "rope_base_global": _FLOAT, "rope_base_local": _FLOAT, "rope_scaling_global": _FLOAT, "rope_fraction": _FLOAT,
+    "rope_scaling_type": str, "rope_original_context": (int, type(None)),
     "tie_embeddings": bool, "embed_scale": bool, "bias": bool, "dropout": _FLOAT, "init_std": _FLOAT,
 }  # fmt: skip
 

@@ -65,9 +65,7 @@ class MultiHeadAttention(nn.Module):
         if cfg.qk_norm:
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
             self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
-        base = cfg.rope_base_local if local else cfg.rope_base_global
-        scaling = 1.0 if local else cfg.rope_scaling_global
-        self.rope = POSITION.build(cfg.position, self.head_dim, base, scaling, cfg.rope_fraction)
+        self.rope = POSITION.build(cfg.position, int(self.head_dim * cfg.rope_fraction), cfg, local)
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
