@@ -27,21 +27,73 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     scale: float,
     softcap: float | None,
     dropout: float,
 ) -> torch.Tensor:
-    """softmax(mask(cap(q k^T * scale))) v, with k/v heads shared by groups of query heads (GQA)."""
+    """softmax(mask(cap(q k^T * scale))) v over (..., heads, T, dim); k/v heads shared by groups of query heads.
+
+    mask None means plain causal attention with as many keys as queries.
+    """
     if softcap is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=True)
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, is_causal=mask is None, enable_gqa=True
+        )
+    if mask is None:
+        positions = torch.arange(q.shape[-2], device=q.device)
+        mask = visible(positions, positions, None)
+    groups = q.shape[-3] // k.shape[-3]
+    k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
     scores = (q @ k.transpose(-2, -1)) * scale
     scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))
     probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), dropout)
     return probs @ v
+
+
+def attend_blocked_local(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float, softcap: float | None, dropout: float
+) -> torch.Tensor:
+    """Sliding-window attention in O(T * W): queries in blocks of W see their own and the previous key block.
+
+    Query jW + a sees key (j-1)W + b iff a < b <= a + W, which is exactly i - W < j <= i.
+    """
+    T = q.shape[-2]
+    n = -(-T // window)
+    pad = n * window - T
+
+    def key_blocks(x: torch.Tensor) -> torch.Tensor:  # (B, h, T, d) -> (B, n, h, 2W, d)
+        x = F.pad(x, (0, 0, window, pad)).unflatten(2, (n + 1, window))
+        return torch.cat((x[:, :, :-1], x[:, :, 1:]), dim=-2).transpose(1, 2)
+
+    q_blocks = F.pad(q, (0, 0, 0, pad)).unflatten(2, (n, window)).transpose(1, 2)
+    a = torch.arange(window, device=q.device)[:, None]
+    b = torch.arange(2 * window, device=q.device)[None, :]
+    mask = ((b > a) & (b <= a + window)).repeat(n, 1, 1)
+    mask[0, :, :window] = False  # the block before the first one is padding
+    out = attend(q_blocks, key_blocks(k), key_blocks(v), mask[:, None], scale, softcap, dropout)
+    return out.transpose(1, 2).flatten(2, 3)[:, :, :T]
+
+
+def self_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    window: int | None,
+    scale: float,
+    softcap: float | None,
+    dropout: float,
+) -> torch.Tensor:
+    """Pick the attention path: causal kernel or blocked window without cached keys, explicit mask otherwise."""
+    if k.shape[-2] == q.shape[-2]:  # nothing cached before these tokens: keys are the queries' own positions
+        if window is None or window >= q.shape[-2]:
+            return attend(q, k, v, None, scale, softcap, dropout)
+        if q.shape[-2] >= 2 * window and q.shape[-2] % window == 0:  # no padded blocks: no wasted pairs
+            return attend_blocked_local(q, k, v, window, scale, softcap, dropout)
+    return attend(q, k, v, visible(q_pos, k_pos, window), scale, softcap, dropout)
 
 
 @ATTENTION.register("mha")
@@ -83,6 +135,6 @@ class MultiHeadAttention(nn.Module):
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(k, v)
-        mask = visible(positions, k_pos, self.window)
-        out = attend(q, k, v, mask, self.scale, self.softcap, self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from workbench.blocks.attention import attend, visible
+from workbench.blocks.attention import self_attention
 from workbench.cache import LayerCache
 from workbench.registry import ATTENTION, NORM, POSITION
 
@@ -65,6 +65,6 @@ class MultiHeadLatentAttention(nn.Module):
             q_nope, k_nope = self.q_norm(q_nope), self.k_norm(k_nope)
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.expand(B, self.n_heads, Tk, self.rope_dim)), dim=-1)
-        mask = visible(positions, k_pos, self.window)
-        out = attend(q, k, v, mask, self.scale, self.softcap, self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
