@@ -1,0 +1,92 @@
+"""The KV cache: measured bytes equal `analysis.kv_cache`, overflow errors, and the window at inference."""
+
+import json
+
+import pytest
+import torch
+
+from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_per_layer, main
+from workbench import build_model, get_preset
+
+WINDOW = 8
+
+
+def small_cfg(pattern: str, **overrides):
+    base = dict(d_model=32, n_layers=6, n_heads=4, n_kv_heads=2, head_dim=12, mlp_hidden=64, window=WINDOW)
+    return get_preset("tiny").replace(layer_pattern=pattern, **{**base, **overrides})
+
+
+@pytest.mark.parametrize("pattern", ["global", "1:1", "5:1"])
+@pytest.mark.parametrize(("batch", "context", "dtype"), [(1, 3, "float32"), (2, 8, "bfloat16"), (3, 100, "float16")])
+def test_measured_bytes_equal_computed(pattern, batch, context, dtype):
+    cfg = small_cfg(pattern)
+    cache = build_model(cfg).new_cache(batch, context, dtype=DTYPES[dtype])
+    assert cache.nbytes == kv_cache_bytes(cfg, context, batch, dtype)
+    assert [layer.nbytes for layer in cache.layers] == kv_cache_bytes_per_layer(cfg, context, batch, dtype)
+
+
+def test_local_layers_stop_growing_past_the_window():
+    model = build_model(small_cfg("1:1"))
+    sizes = {ctx: [layer.nbytes for layer in model.new_cache(1, ctx).layers] for ctx in (4, WINDOW, 2 * WINDOW, 64)}
+    for i, layer_type in enumerate(model.cfg.layer_types):
+        grown = [sizes[ctx][i] for ctx in (4, WINDOW, 2 * WINDOW, 64)]
+        per_token = grown[0] // 4
+        expected = [per_token * (min(c, WINDOW) if layer_type == "local" else c) for c in (4, WINDOW, 2 * WINDOW, 64)]
+        assert grown == expected, layer_type
+    assert sizes[2 * WINDOW][0] == sizes[64][0] < sizes[64][1]
+
+
+@pytest.mark.parametrize("pattern", ["global", "1:1", "local"])
+def test_request_beyond_the_cache_raises(pattern):
+    """All-local too: a cache of 6 tokens with a window of 8 cannot drop any, so token 7 does not fit."""
+    model = build_model(small_cfg(pattern)).eval()
+    cache = model.new_cache(1, 6)
+    with torch.no_grad():
+        model(torch.randint(0, 264, (1, 4)), cache)
+        with pytest.raises(ValueError, match="KV cache overflow: 4 cached \\+ 3 new tokens exceed the cache length 6"):
+            model(torch.randint(0, 264, (1, 3)), cache)
+        model(torch.randint(0, 264, (1, 2)), cache)
+    assert cache.length == 6
+
+
+def test_cli_measure_on_tiny(capsys):
+    main(["tiny", "--context", "300", "--measure", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["bytes_measured"] == out["bytes"] == kv_cache_bytes(get_preset("tiny"), 300)
+    main(["tiny", "--context", "300", "--measure"])
+    assert "True" in capsys.readouterr().out
+
+
+# window at inference (Gemma 2 Table 10: trained at 4096, evaluated at 2048 and 1024) ---------------------------
+def test_smaller_window_changes_logits_only_from_that_position():
+    model = build_model(small_cfg("1:1")).eval()
+    x = torch.randint(0, 264, (2, 3 * WINDOW))
+    with torch.no_grad():
+        trained = model(x)
+        model.set_window(WINDOW // 2)
+        smaller = model(x)
+    diff = (trained - smaller).abs().amax(dim=(0, 2))
+    assert torch.all(diff[: WINDOW // 2] < 1e-6)  # rounding only: the kernels differ by window
+    assert torch.all(diff[WINDOW // 2 :] > 1e-3)
+
+
+def test_cache_after_set_window_is_smaller_and_exact():
+    model = build_model(small_cfg("5:1")).eval()
+    before = model.new_cache(2, 40).nbytes
+    model.set_window(3)
+    cache = model.new_cache(2, 40)
+    assert cache.nbytes == kv_cache_bytes(model.cfg, 40, 2, "float32", window=3) < before
+    x = torch.randint(0, 264, (2, 20))
+    with torch.no_grad():
+        full = model(x)
+        stepped = torch.cat([model(x[:, i : i + 1], cache) for i in range(20)], dim=1)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_sized_for_a_smaller_window_is_rejected():
+    model = build_model(small_cfg("1:1")).eval()
+    model.set_window(2)
+    cache = model.new_cache(1, 20)
+    model.set_window(WINDOW)
+    with pytest.raises(ValueError, match="window: layer 0 attends over 8 keys but its cache holds 2"):
+        model(torch.randint(0, 264, (1, 3)), cache)
