@@ -1,0 +1,47 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+from analysis.scaling import fit_runs
+from workbench import get_preset
+
+
+def assert_written(paths, stem):
+    assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths[1].read_bytes()[:2000]
+
+
+def test_loss_curves(tmp_path):
+    curve = pd.DataFrame(
+        {"step": [0, 10, 20, 30], "train_loss": [5.0, 4.0, 3.5, 3.2], "val_loss": [np.nan, 4.1, np.nan, 3.4]}
+    )
+    assert_written(plots.loss_curves({"baseline": curve, "5:1": curve * 0.9}, tmp_path / "curves.png"), "curves")
+
+
+def test_forest(tmp_path):
+    deltas = pd.DataFrame({"label": ["window 32", "qk_norm off", "1:1"], "delta": [0.02, -0.01, 0.0],
+                           "lo": [0.01, -0.03, -0.02], "hi": [0.03, 0.01, 0.02]})  # fmt: skip
+    assert_written(plots.forest(deltas, tmp_path / "sub" / "forest"), "forest")
+
+
+def test_kv_bytes_vs_context(tmp_path):
+    configs = {"gemma3-27b": get_preset("gemma3-27b"), "gemma2-9b": get_preset("gemma2-9b")}
+    assert_written(plots.kv_bytes_vs_context(configs, tmp_path / "kv", contexts=[1024, 8192, 65536]), "kv")
+
+
+def test_pareto_frontier_and_plot(tmp_path):
+    runs = pd.DataFrame({"kv_bytes": [4e9, 1e9, 2e9, 3e9], "val_loss": [2.0, 2.5, 2.2, 2.3], "label": list("abcd")})
+    assert list(plots.pareto_frontier(runs.kv_bytes.to_numpy(), runs.val_loss.to_numpy())) == [1, 2, 0]
+    assert_written(plots.loss_vs_kv_pareto(runs, tmp_path / "pareto", label="label"), "pareto")
+
+
+@pytest.mark.parametrize("n_runs", [36, 3], ids=["fit", "too-few"])
+def test_scaling_fit(tmp_path, n_runs):
+    c = np.repeat([1e18, 1e19, 1e20, 1e21], 9)
+    n = 2e8 * (c / 1e19) ** 0.45 * np.exp(np.tile(np.linspace(-2, 2, 9), 4))
+    d = c / (6 * n)
+    df = pd.DataFrame({"params": n, "tokens": d, "val_loss": 1.7 + 400 / n**0.34 + 410 / d**0.28})[:n_runs]
+    fits = fit_runs(df, n_boot=0)
+    assert_written(plots.scaling_fit(fits, tmp_path / "scaling"), "scaling")

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.scaling import fit_approach2, fit_approach3, fit_runs, main
+
+TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.'s fit
+A_EXP = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])  # N_opt ∝ C^a
+
+
+def law(n, d):
+    return TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]
+
+
+def grid_points(noise, seed=0):
+    n, d = (a.ravel() for a in np.meshgrid(np.logspace(6, 10, 7), np.logspace(7, 12, 7)))
+    return n, d, law(n, d) * np.exp(np.random.default_rng(seed).normal(0, noise, n.size))
+
+
+def isoflop_points(noise, budgets=(1e18, 1e19, 1e20, 1e21), seed=0):
+    g = (TRUE["alpha"] * TRUE["A"] / (TRUE["beta"] * TRUE["B"])) ** (1 / (TRUE["alpha"] + TRUE["beta"]))
+    c = np.repeat(budgets, 9)
+    n = g * (c / 6) ** A_EXP * np.exp(np.tile(np.linspace(-2, 2, 9), len(budgets)))
+    d = c / (6 * n)
+    return n, d, law(n, d) * np.exp(np.random.default_rng(seed).normal(0, noise, n.size)), c
+
+
+def test_approach3_recovers_known_parameters():
+    fit = fit_approach3(*grid_points(noise=0.002), n_boot=20)
+    assert fit.status == "converged" and fit.n_points == 49
+    assert fit.alpha == pytest.approx(TRUE["alpha"], abs=0.01)
+    assert fit.beta == pytest.approx(TRUE["beta"], abs=0.01)
+    for name, rel in {"E": 0.02, "A": 0.1, "B": 0.1}.items():
+        assert getattr(fit, name) == pytest.approx(TRUE[name], rel=rel), name
+    for name, (lo, hi) in fit.ci.items():
+        assert lo <= getattr(fit, name) <= hi, name
+
+
+def test_approach3_exact_data_is_exact():
+    n, d, _ = grid_points(noise=0)
+    fit = fit_approach3(n, d, law(n, d), n_boot=0)
+    for name, value in TRUE.items():
+        assert getattr(fit, name) == pytest.approx(value, rel=1e-3), name
+
+
+def test_approach3_intervals_widen_with_noise():
+    quiet = fit_approach3(*grid_points(noise=0.001), n_boot=20)
+    loud = fit_approach3(*grid_points(noise=0.02), n_boot=20)
+    width = lambda fit: fit.ci["alpha"][1] - fit.ci["alpha"][0]  # noqa: E731
+    assert width(loud) > 3 * width(quiet)
+
+
+def test_approach3_status_flags():
+    n, d, loss = grid_points(noise=0.002)
+    assert fit_approach3(n[:5], d[:5], loss[:5]).status == "too_few_points"
+    assert fit_approach3(n, d, loss, n_boot=0, maxiter=2).status == "not_converged"
+
+
+def test_approach2_recovers_exponents():
+    fit = fit_approach2(*isoflop_points(noise=0.002), n_boot=50)
+    assert fit.status == "converged" and len(fit.budgets) == 4
+    assert fit.a == pytest.approx(A_EXP, abs=0.03)
+    assert fit.b == pytest.approx(1 - A_EXP, abs=0.03)
+    assert fit.ci["a"][0] <= fit.a <= fit.ci["a"][1]
+    n_opt, _ = fit.optimal(np.array([1e20]))
+    assert n_opt[0] == pytest.approx(fit.budgets[2]["N_opt"], rel=0.2)
+
+
+def test_approach2_status_flags():
+    n, d, loss, c = isoflop_points(noise=0.002, budgets=(1e19,))
+    assert fit_approach2(n, d, loss, c).status == "too_few_points"
+    n, d, loss, c = isoflop_points(noise=0.002)
+    edge = n < np.repeat([np.inf, np.inf, np.inf, 0], 9)  # the last budget loses its large models: no interior min
+    edge |= (c == 1e21) & (n < np.median(n[c == 1e21]) / 2)
+    assert fit_approach2(n[edge], d[edge], loss[edge], c[edge]).status == "not_converged"
+
+
+def test_approach2_groups_budgets_from_6nd():
+    n, d, loss, _ = isoflop_points(noise=0.0)
+    fit = fit_approach2(n, d * np.exp(np.random.default_rng(1).normal(0, 1e-4, n.size)), loss, n_boot=0)
+    assert len(fit.budgets) == 4
+
+
+def runs_frame():
+    n, d, loss, _ = isoflop_points(noise=0.002)
+    return pd.DataFrame({"params": n, "tokens": d, "val_loss": loss, "status": "ok"})
+
+
+def test_fit_runs_drops_unusable_rows():
+    df = pd.concat([runs_frame(), pd.DataFrame({"params": [1e8, None], "tokens": [np.nan, 1e9],
+                                                "val_loss": [2.0, 3.0], "status": "incomplete"})])  # fmt: skip
+    fits = fit_runs(df, n_boot=5)
+    assert len(fits.data) == 36 and fits.approach2.status == "converged"
+    with pytest.raises(ValueError, match="missing column"):
+        fit_runs(df, n_col="n_params")
+
+
+def test_cli_on_run_dirs(tmp_path, capsys):
+    for i, row in runs_frame().iterrows():
+        run = tmp_path / "ladder" / f"run{i:02d}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("model:\n  d_model: 64\n")
+        (run / "results.json").write_text(json.dumps(row.to_dict()))
+    main([str(tmp_path / "ladder" / "*"), "--bootstrap", "5", "--out", str(tmp_path / "fig" / "scaling"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["approach2"]["status"] == "converged"
+    assert out["approach2"]["a"] == pytest.approx(A_EXP, abs=0.03)
+    assert all((tmp_path / "fig" / f"scaling.{ext}").stat().st_size > 0 for ext in ("png", "svg"))
+    main([str(tmp_path / "ladder"), "--bootstrap", "0", "--out", str(tmp_path / "fig2")])
+    assert "Approach 3" in capsys.readouterr().out
