@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,8 @@ def attended_pairs(layer_type: str, tokens: int, window: int, start: int = 0) ->
 
 def layer_flops(cfg: ModelConfig, tokens: int, start: int = 0) -> list[LayerFlops]:
     """Per-layer forward FLOPs for `tokens` new tokens after `start` cached ones (prefill: start=0)."""
+    if cfg.attention != "mha":
+        raise ValueError(f"attention: got {cfg.attention!r}; analytic FLOPs cover 'mha' only")
     hd, d = cfg.resolved_head_dim, cfg.d_model
     proj = 2 * tokens * d * hd * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
     mlp = 2 * tokens * d * cfg.mlp_hidden * (3 if cfg.mlp in GATED_MLPS else 2)
@@ -145,8 +148,10 @@ def _sdpa_macs(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **_) -> 
 
 def fvcore_flops(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, int]:
     """FLOPs per module name ('' is the total) of one forward pass, counted by fvcore (x2 for FLOPs per MAC)."""
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape, matmul_flop_jit
+    with warnings.catch_warnings():  # fvcore's import-time torch.jit.script calls warn of a deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn.jit_handles import get_shape, matmul_flop_jit
 
     with torch.no_grad(), _AttentionRecorder() as rec:
         model(input_ids)
