@@ -105,6 +105,7 @@ def report(cfg: ModelConfig, context: int) -> dict[str, Any]:
         "training": 3 * fwd,
         "training_per_token": 3 * fwd / context,
         "decode": decode_flops(cfg, context),
+        "forward_all_global": forward_flops(cfg.replace(layer_pattern="global"), context),
         "lm_head": head_flops(cfg, context),
         "layers": [{**dataclasses.asdict(lf), "total": lf.total, "decode": dl.total}
                    for lf, dl in zip(layers, decode, strict=True)],
@@ -190,6 +191,9 @@ def _fmt(flops: float) -> str:
 
 def print_report(name: str, r: dict[str, Any]) -> None:
     print(f"{name}: FLOPs at context {r['context']:,} (2 per multiply-add; attention over attended pairs only)")
+    print(
+        f"per layer: prefill of {r['context']:,} tokens (pairs: query-key pairs per head), decode of 1 token after it"
+    )
     rows = [[lay["layer"], lay["type"], lay["pairs"], _fmt(lay["projections"]), _fmt(lay["attention"]),
              _fmt(lay["mlp"]), _fmt(lay["total"]), _fmt(lay["decode"])] for lay in r["layers"]]  # fmt: skip
     rows.append(["lm head", "", "", "", "", "", _fmt(r["lm_head"]), _fmt(r["lm_head"] / r["context"])])
@@ -197,6 +201,8 @@ def print_report(name: str, r: dict[str, Any]) -> None:
     print(f"forward (prefill) {_fmt(r['forward'])} = {_fmt(r['forward_per_token'])}/token; "
           f"training (3x) {_fmt(r['training'])} = {_fmt(r['training_per_token'])}/token; "
           f"decode 1 token at context {r['context']:,}: {_fmt(r['decode'])}")  # fmt: skip
+    saving = 1 - r["forward"] / r["forward_all_global"]
+    print(f"all layers global: forward {_fmt(r['forward_all_global'])} (the local layers save {saving:.1%})")
 
 
 def main(argv: list[str] | None = None) -> None:

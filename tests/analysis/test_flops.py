@@ -87,10 +87,30 @@ def test_cli_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["forward"] == forward_flops(get_preset("tiny"), 128)
     assert out["training"] == 3 * out["forward"]
+    assert out["forward_all_global"] > out["forward"]
     assert [lay["type"] for lay in out["layers"]] == list(get_preset("tiny").layer_types)
 
 
 def test_cli_table(capsys):
     main(["gemma3-1b", "--context", "4096"])
     out = capsys.readouterr().out
-    assert "global" in out and "lm head" in out and "training (3x)" in out
+    assert "global" in out and "lm head" in out and "training (3x)" in out and "local layers save" in out
+
+
+class CausalAttention(torch.nn.Module):
+    def __init__(self, mask: str) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask == "is_causal":
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)
+        t = x.shape[-2]
+        additive = torch.full((t, t), float("-inf")).triu(1)
+        return torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=additive)
+
+
+@pytest.mark.parametrize("mask", ["is_causal", "additive"])
+def test_fvcore_sdpa_handle_reads_causal_and_float_masks(mask):
+    x = torch.randn(1, 2, 5, 4)  # batch 1, 2 heads, 5 tokens, head_dim 4: 15 pairs per head
+    assert fvcore_flops(CausalAttention(mask), x)[""] == 2 * 2 * 15 * (4 + 4)
