@@ -1,0 +1,96 @@
+"""Training end to end: what a run leaves behind, logger modes, resume exactness, and that models learn."""
+
+import csv
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
+from workbench.data import build_data
+from workbench.training.run import run
+
+RESULT_KEYS = {"train_loss", "val_loss", "val_bpb", "tokens_seen", "steps", "wall_time_s", "tokens_per_s", "mfu",
+               "params", "kv_cache_bytes", "seed", "git_sha", "git_dirty", "torch_version", "device",
+               "status"}  # fmt: skip
+
+
+def test_cli_end_to_end_leaves_a_complete_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["model=tiny", "data=stdlib", "trainer.max_steps=6", "trainer.val_check_interval=3", "logger=none",
+            "seed=3", f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", *FAST]  # fmt: skip
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results) >= RESULT_KEYS
+    assert results["status"] == "completed" and results["steps"] == 6 and results["seed"] == 3
+    assert results["tokens_seen"] == 6 * 4 * 64 and results["tokens_per_s"] > 0 and results["mfu"] > 0
+    assert results["data"]["content_hash"] and math.isfinite(results["val_bpb"])
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    header = next(csv.reader((run_dir / "metrics.csv").open()))
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/bpb",
+        "train/lr",
+        "train/grad_norm",
+        "train/device/items_per_sec",
+        "train/device/mfu",
+    } <= set(header)
+    assert not list(run_dir.rglob("*wandb*")), "logger=none must write nothing of W&B"
+
+
+def test_offline_wandb_writes_its_run_under_the_run_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_cfg(["logger=wandb", "logger.group=g1", "logger.tags=[a,b]", "trainer.max_steps=2",
+                       "trainer.val_check_interval=2", *FAST], tmp_path / "cache")  # fmt: skip
+    results = run(cfg, tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert results["wandb"] and str(tmp_path / "run") in results["wandb"]
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    common = ["logger=csv", "optim.total_steps=8", "trainer.val_check_interval=4", *FAST]
+    full = run(compose_cfg([*common, "trainer.max_steps=8"], tmp_path / "cache"), tmp_path / "full")
+    run(compose_cfg([*common, "trainer.max_steps=4"], tmp_path / "cache"), tmp_path / "split")
+    resumed = run(compose_cfg([*common, "trainer.max_steps=8", "resume=true"], tmp_path / "cache"), tmp_path / "split")
+    assert resumed["steps"] == full["steps"] == 8
+    for key in ("train_loss", "val_loss", "val_bpb"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+    steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "split" / "metrics.csv").open()) if r["train/loss"]]
+    assert steps == sorted(set(steps)) and len(steps) == 8
+
+
+def _unigram_bits(tokens: np.ndarray) -> float:
+    counts = np.array(list(Counter(tokens.tolist()).values()), dtype=np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+@pytest.mark.slow
+def test_tiny_beats_the_unigram_byte_entropy_of_the_val_split(tmp_path):
+    overrides = ["model=tiny", "logger=none", "trainer.max_steps=200", "trainer.val_check_interval=200",
+                 "data.seq_len=128", "data.batch_size=8", "data.val_tokens=8192", "optim.warmup_steps=20",
+                 "trainer.progress_bar=false"]  # fmt: skip
+    cfg = compose_cfg(overrides, tmp_path / "cache")
+    bundle = build_data(cfg.data, cfg.seed)
+    val = np.concatenate([x.flatten().numpy() for x, _ in bundle.val])
+    entropy = _unigram_bits(val[val < 256])
+    results = run(cfg, tmp_path / "run")
+    assert results["val_bpb"] < entropy, (results["val_bpb"], entropy)
+
+
+@pytest.mark.slow
+def test_global_attention_tiny_learns_mqar(tmp_path):
+    overrides = ["model=tiny", "model.layer_pattern=global", "model.n_layers=2", "data=mqar", "logger=none",
+                 "data.num_pairs=8", "data.num_queries=8", "data.num_keys=32", "data.num_values=32",
+                 "trainer.max_steps=300", "trainer.val_check_interval=300", "optim.warmup_steps=20",
+                 "trainer.progress_bar=false"]  # fmt: skip
+    results = run(compose_cfg(overrides, tmp_path / "cache"), tmp_path / "run")
+    chance = results["data"]["chance_accuracy"]
+    assert results["val_accuracy"] > 10 * chance, results["val_accuracy"]

@@ -1,0 +1,55 @@
+"""A Hugging Face dataset (hub name or `save_to_disk` folder) tokenised by a tokenizer loaded from a local path."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.data.documents import Document
+
+
+class LocalTokenizer:
+    """A `tokenizers` file (tokenizer.json) or a `transformers` tokenizer folder; never fetched from the network."""
+
+    def __init__(self, path: str, eos_token: str | None) -> None:
+        p = Path(path)
+        if p.is_file():
+            from tokenizers import Tokenizer
+
+            self._tok = Tokenizer.from_file(str(p))
+            self.fingerprint = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True).backend_tokenizer
+            self.fingerprint = hashlib.sha256(self._tok.to_str().encode()).hexdigest()
+        else:
+            raise FileNotFoundError(f"data.tokenizer: {path} is neither a tokenizer.json file nor a folder")
+        self.vocab_size = self._tok.get_vocab_size()
+        self.eos_id = None if eos_token is None else self._tok.token_to_id(eos_token)
+        if eos_token is not None and self.eos_id is None:
+            raise ValueError(f"data.eos_token: {eos_token!r} is not in the tokenizer's vocabulary")
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        tail = [] if self.eos_id is None else [self.eos_id]
+        return [np.asarray(e.ids + tail, dtype=np.uint16) for e in self._tok.encode_batch(texts)]
+
+
+def hf_documents(cfg: Mapping[str, Any]) -> list[Document]:
+    """Rows of `cfg.split` as documents named by row index (the split is made by hashing these names)."""
+    import datasets
+
+    name = cfg["name"]
+    ds = datasets.load_from_disk(name) if Path(name).exists() else datasets.load_dataset(name, cfg.get("subset"))
+    if isinstance(ds, datasets.DatasetDict):
+        if cfg["split"] not in ds:
+            raise ValueError(f"data.split: got {cfg['split']!r}; allowed: {', '.join(ds)}")
+        ds = ds[cfg["split"]]
+    field = cfg["text_field"]
+    if field not in ds.column_names:
+        raise ValueError(f"data.text_field: got {field!r}; allowed: {', '.join(ds.column_names)}")
+    return [Document(f"row{i}", text.encode()) for i, text in enumerate(ds[field])]

@@ -1,0 +1,91 @@
+"""The LightningModule: next-token loss on a `Transformer`, with the metrics every ablation arm reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import measure_flops
+from lightning.pytorch.utilities import grad_norm
+
+from workbench.config import ModelConfig
+from workbench.data.bundle import IGNORE, Batch
+from workbench.model import build_model
+from workbench.training.optim import build_optimizer
+
+
+class LMModule(L.LightningModule):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        optim_cfg: Mapping[str, Any],
+        token_bytes: np.ndarray | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
+        self.model = build_model(model_cfg)
+        self.register_buffer(
+            "token_bytes", None if token_bytes is None else torch.as_tensor(token_bytes), persistent=False
+        )
+        self.flops_per_batch: int | None = None  # read by ThroughputMonitor for MFU
+        self.last_train_loss = math.nan
+        self._val_sums: dict[str, float] = {}
+
+    def configure_model(self) -> None:
+        if self.compile:
+            self.model = torch.compile(self.model)
+
+    def set_flops_per_batch(self, batch_size: int, seq_len: int) -> None:
+        """Forward + backward FLOPs of one batch, counted on the meta device (no memory, no compute)."""
+        with torch.device("meta"):
+            meta = build_model(self.model_cfg)
+            x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        self.flops_per_batch = measure_flops(meta, lambda: meta(x), loss_fn=torch.Tensor.sum)
+
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self.model(x).float()
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none"), logits
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses, _ = self._losses(batch)
+        loss = losses.sum() / (batch[1] != IGNORE).sum().clamp(min=1)
+        self.last_train_loss = loss.item()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # the accumulated gradient, before clipping
+        self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {"nats": 0.0, "targets": 0.0, "correct": 0.0, "bytes": 0.0}
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        losses, logits = self._losses(batch)
+        y = batch[1].flatten()
+        mask = y != IGNORE
+        s = self._val_sums
+        s["nats"] += losses[mask].sum().item()
+        s["targets"] += mask.sum().item()
+        s["correct"] += (logits.flatten(0, 1).argmax(-1)[mask] == y[mask]).sum().item()
+        if self.token_bytes is not None:
+            s["bytes"] += self.token_bytes[y[mask]].sum().item()
+
+    def on_validation_epoch_end(self) -> None:
+        """Sums over the whole fixed validation budget, so every arm is scored on the same tokens."""
+        s = self._val_sums
+        self.log("val/loss", s["nats"] / max(1, s["targets"]), prog_bar=True)
+        self.log("val/accuracy", s["correct"] / max(1, s["targets"]))
+        if s["bytes"]:
+            self.log("val/bpb", s["nats"] / math.log(2) / s["bytes"], prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimizer(self.model, self.optim_cfg)
