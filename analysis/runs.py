@@ -75,13 +75,13 @@ def wandb_offline_row(run_dir: Path) -> dict[str, Any]:
 def _local_rows(roots: Iterable[Path]) -> list[dict[str, Any]]:
     run_dirs: set[Path] = set()
     wandb_dirs: set[Path] = set()
-    for root in (r.resolve() for r in roots if r.is_dir()):
+    for root in (r.resolve() if r.is_dir() else r.resolve().parent for r in roots):  # a matched file: its dir
         run_dirs |= {p.parent for name in ("results.json", "metrics.csv") for p in root.rglob(name)}
         for marker in ("files/config.yaml", "files/wandb-summary.json"):
             wandb_dirs |= {p.parent.parent for p in root.rglob(marker) if WANDB_RUN.match(p.parent.parent.name)}
     # a run's own nested logs (W&B, Lightning's CSV logger) are not runs of their own
-    wandb_dirs = {w for w in wandb_dirs if not any(r in w.parents for r in run_dirs)}
-    run_dirs = {d for d in run_dirs if not any(r in d.parents for r in run_dirs)}
+    wandb_dirs = {w for w in wandb_dirs if run_dirs.isdisjoint(w.parents)}
+    run_dirs = {d for d in run_dirs if run_dirs.isdisjoint(d.parents)}
     return [run_dir_row(p) for p in sorted(run_dirs)] + [wandb_offline_row(p) for p in sorted(wandb_dirs)]
 
 

@@ -33,6 +33,8 @@ def sweep(tmp_path):
         write_run(tmp_path / "sweep" / f"run{i}", config, results)
         write_wandb_offline(tmp_path / "sweep" / f"run{i}", f"offline-run-2025_{i}-abc{i}", config, {"val_loss": 9})
     write_run(tmp_path / "sweep" / "crashed", {"model": {"window": 32}, "optim": {"lr": 1e-2}})
+    (tmp_path / "sweep" / "run0" / "lightning_logs" / "version_0").mkdir(parents=True)
+    (tmp_path / "sweep" / "run0" / "lightning_logs" / "version_0" / "metrics.csv").write_text("step\n0\n")
     write_wandb_offline(tmp_path / "solo", "offline-run-20250101_000000-xyz9", {"model": {"window": 16}},
                         {"val_loss": 3.5, "tokens": 77})  # fmt: skip
     return tmp_path
@@ -40,7 +42,7 @@ def sweep(tmp_path):
 
 def test_one_row_per_run_with_flattened_config(sweep):
     df = runs.load(sweep / "sweep").set_index("run_dir")
-    assert len(df) == 3  # the nested W&B dirs belong to their run and add no rows
+    assert len(df) == 3  # the nested W&B and logger dirs belong to their run and add no rows
     run1 = df.loc[str((sweep / "sweep" / "run1").resolve())]
     assert (run1["model.window"], run1["optim.lr"], run1["val_loss"], run1["status"]) == (128, 3e-3, 3.0, "ok")
     assert run1["model.layer_pattern"] == "5:1" and run1["params"] == 123
@@ -54,6 +56,10 @@ def test_glob_and_wandb_offline(sweep):
     solo = df[df["source"] == "wandb_offline"].iloc[0]
     assert (solo["model.window"], solo["val_loss"], solo["tokens"], solo["wandb_id"]) == (16, 3.5, 77, "xyz9")
     assert not any(c.startswith("_wandb") for c in df.columns)
+
+
+def test_glob_of_results_files(sweep):
+    assert len(runs.load(str(sweep / "**" / "results.json"))) == 2
 
 
 def test_several_patterns_do_not_duplicate(sweep):
