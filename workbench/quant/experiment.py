@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fmt", default="int4", choices=["int4", "int4_block32", "fp8"])
-    p.add_argument("--steps", type=int, default=600, help="pre-training steps")
-    p.add_argument("--qat-steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=500, help="pre-training steps")
+    p.add_argument("--qat-steps", type=int, default=250)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--qat-lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=16)

@@ -1,9 +1,10 @@
 """Fake quantisation of weights with a straight-through estimator, post-training quantisation, and export.
 
-Written here rather than taken from torchao: torchao's symmetric int4 maps the row maximum to 7.5 and clips it
-(its masked STE then zeroes that weight's gradient), keeps fp32 scales, and converts to kernels' own layouts.
-Here the forward pass is exactly what `export_weight` stores: symmetric codes with bf16 scales, one per row or per
-block of a row as `QuantFormat` says, so the bytes exported equal `QuantFormat.matrix_bytes`.
+Written here rather than taken from torchao (0.18 installs and runs on CPU): its symmetric int4 divides by
+amax / 7.5, so a positive row maximum rounds to 8 and is clamped to 7, where the clamp's gradient is zero; its scales
+are fp32, and its convert step targets its own kernels' layouts. Here the forward pass is exactly what
+`export_weight` stores: symmetric codes with bf16 scales, one per row or per block of a row as `QuantFormat` says,
+so the bytes exported equal `QuantFormat.matrix_bytes`.
 """
 
 from __future__ import annotations
