@@ -34,8 +34,8 @@ def save(fig: Figure, path: str | Path) -> list[Path]:
 
 
 def loss_curves(
-    curves: Mapping[str, pd.DataFrame], path: str | Path, *, x: str = "step", y: Sequence[str] = ("train_loss",
-    "val_loss"), logx: bool = False, title: str = "",
+    curves: Mapping[str, pd.DataFrame], path: str | Path, *, x: str = "step", y: Sequence[str] = ("train/loss",
+    "val/loss"), logx: bool = False, title: str = "",
 ) -> list[Path]:  # fmt: skip
     """One line per (run, metric); rows where a metric was not logged (NaN in metrics.csv) are skipped."""
     fig = Figure(figsize=(7, 4.5))

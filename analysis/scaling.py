@@ -214,10 +214,12 @@ class ScalingFits:
 
 
 def fit_runs(
-    df: pd.DataFrame, *, n_col: str = "params", d_col: str = "tokens", loss_col: str = "val_loss",
+    df: pd.DataFrame, *, n_col: str = "params.total", d_col: str = "tokens_seen", loss_col: str = "val_loss",
     compute_col: str | None = None, n_boot: int = 100, seed: int = 0,
 ) -> ScalingFits:  # fmt: skip
-    """Fit both approaches to an `analysis.runs.load` frame; rows without positive finite N, D, loss are dropped."""
+    """Fit both approaches to an `analysis.runs.load` frame; rows without positive finite N, D, loss (failed or
+    unfinished runs) are dropped. Defaults are the training code's results.json names; N counts every parameter,
+    embeddings included, as Hoffmann et al. do."""
     missing = [c for c in (n_col, d_col, loss_col, compute_col) if c is not None and c not in df.columns]
     if missing:
         raise ValueError(f"runs frame: missing column(s) {missing}; columns: {', '.join(map(str, df.columns))}")
@@ -253,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m analysis.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run dirs or globs (see analysis.runs.load)")
-    parser.add_argument("--n-col", default="params")
-    parser.add_argument("--d-col", default="tokens")
+    parser.add_argument("--n-col", default="params.total")
+    parser.add_argument("--d-col", default="tokens_seen")
     parser.add_argument("--loss-col", default="val_loss")
     parser.add_argument("--compute-col", default=None, help="budget label column (default: 6ND, 3 digits)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (0: none)")

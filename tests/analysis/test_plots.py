@@ -15,7 +15,7 @@ def assert_written(paths, stem):
 
 def test_loss_curves(tmp_path):
     curve = pd.DataFrame(
-        {"step": [0, 10, 20, 30], "train_loss": [5.0, 4.0, 3.5, 3.2], "val_loss": [np.nan, 4.1, np.nan, 3.4]}
+        {"step": [0, 10, 20, 30], "train/loss": [5.0, 4.0, 3.5, 3.2], "val/loss": [np.nan, 4.1, np.nan, 3.4]}
     )
     assert_written(plots.loss_curves({"baseline": curve, "5:1": curve * 0.9}, tmp_path / "curves.png"), "curves")
 
@@ -42,6 +42,6 @@ def test_scaling_fit(tmp_path, n_runs):
     c = np.repeat([1e18, 1e19, 1e20, 1e21], 9)
     n = 2e8 * (c / 1e19) ** 0.45 * np.exp(np.tile(np.linspace(-2, 2, 9), 4))
     d = c / (6 * n)
-    df = pd.DataFrame({"params": n, "tokens": d, "val_loss": 1.7 + 400 / n**0.34 + 410 / d**0.28})[:n_runs]
+    df = pd.DataFrame({"params.total": n, "tokens_seen": d, "val_loss": 1.7 + 400 / n**0.34 + 410 / d**0.28})[:n_runs]
     fits = fit_runs(df, n_boot=0)
     assert_written(plots.scaling_fit(fits, tmp_path / "scaling"), "scaling")

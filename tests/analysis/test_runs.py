@@ -28,8 +28,8 @@ def write_wandb_offline(parent, name, config, summary):
 def sweep(tmp_path):
     for i, (window, lr) in enumerate([(64, 1e-3), (128, 3e-3)]):
         config = {"model": {"window": window, "layer_pattern": "5:1"}, "optim": {"lr": lr}, "seed": i}
-        results = {"val_loss": 2.0 + i, "val_bpb": 1.1, "tokens": 1000, "steps": 10, "seed": i, "status": "ok",
-                   "params": 123}  # fmt: skip
+        results = {"val_loss": 2.0 + i, "val_bpb": 1.1, "tokens_seen": 1000, "steps": 10, "seed": i,
+                   "status": "completed", "params": {"embedding": 23, "non_embedding": 100, "total": 123}}  # fmt: skip
         write_run(tmp_path / "sweep" / f"run{i}", config, results)
         write_wandb_offline(tmp_path / "sweep" / f"run{i}", f"offline-run-2025_{i}-abc{i}", config, {"val_loss": 9})
     write_run(tmp_path / "sweep" / "crashed", {"model": {"window": 32}, "optim": {"lr": 1e-2}})
@@ -44,8 +44,8 @@ def test_one_row_per_run_with_flattened_config(sweep):
     df = runs.load(sweep / "sweep").set_index("run_dir")
     assert len(df) == 3  # the nested W&B and logger dirs belong to their run and add no rows
     run1 = df.loc[str((sweep / "sweep" / "run1").resolve())]
-    assert (run1["model.window"], run1["optim.lr"], run1["val_loss"], run1["status"]) == (128, 3e-3, 3.0, "ok")
-    assert run1["model.layer_pattern"] == "5:1" and run1["params"] == 123
+    assert (run1["model.window"], run1["optim.lr"], run1["val_loss"], run1["status"]) == (128, 3e-3, 3.0, "completed")
+    assert run1["model.layer_pattern"] == "5:1" and run1["params.total"] == 123
     crashed = df.loc[str((sweep / "sweep" / "crashed").resolve())]
     assert crashed["status"] == "incomplete" and crashed["model.window"] == 32
 

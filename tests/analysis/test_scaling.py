@@ -85,12 +85,13 @@ def test_approach2_groups_budgets_from_6nd():
 
 def runs_frame():
     n, d, loss, _ = isoflop_points(noise=0.002)
-    return pd.DataFrame({"params": n, "tokens": d, "val_loss": loss, "status": "ok"})
+    return pd.DataFrame({"params.total": n, "tokens_seen": d, "val_loss": loss, "status": "completed"})
 
 
 def test_fit_runs_drops_unusable_rows():
-    df = pd.concat([runs_frame(), pd.DataFrame({"params": [1e8, None], "tokens": [np.nan, 1e9],
-                                                "val_loss": [2.0, 3.0], "status": "incomplete"})])  # fmt: skip
+    failed = pd.DataFrame({"params.total": [1e8, 1e8], "tokens_seen": [np.nan, 1e9], "val_loss": [2.0, None],
+                           "status": ["incomplete", "failed"]})  # fmt: skip
+    df = pd.concat([runs_frame(), failed])
     fits = fit_runs(df, n_boot=5)
     assert len(fits.data) == 36 and fits.approach2.status == "converged"
     with pytest.raises(ValueError, match="missing column"):
@@ -102,7 +103,8 @@ def test_cli_on_run_dirs(tmp_path, capsys):
         run = tmp_path / "ladder" / f"run{i:02d}"
         run.mkdir(parents=True)
         (run / "config.yaml").write_text("model:\n  d_model: 64\n")
-        (run / "results.json").write_text(json.dumps(row.to_dict()))
+        results = {"params": {"total": row["params.total"]}, "tokens_seen": row.tokens_seen, "val_loss": row.val_loss}
+        (run / "results.json").write_text(json.dumps({**results, "status": "completed"}))
     main([str(tmp_path / "ladder" / "*"), "--bootstrap", "5", "--out", str(tmp_path / "fig" / "scaling"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["approach2"]["status"] == "converged"
