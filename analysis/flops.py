@@ -60,16 +60,26 @@ def attended_pairs(layer_type: str, tokens: int, window: int, start: int = 0) ->
 
 def layer_flops(cfg: ModelConfig, tokens: int, start: int = 0) -> list[LayerFlops]:
     """Per-layer forward FLOPs for `tokens` new tokens after `start` cached ones (prefill: start=0)."""
-    if cfg.attention != "mha":
-        raise ValueError(f"attention: got {cfg.attention!r}; analytic FLOPs cover 'mha' only")
-    hd, d = cfg.resolved_head_dim, cfg.d_model
-    proj = 2 * tokens * d * hd * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
-    mlp = 2 * tokens * d * cfg.mlp_hidden * (3 if cfg.mlp in GATED_MLPS else 2)
+    mlp = 2 * tokens * cfg.d_model * cfg.mlp_hidden * (3 if cfg.mlp in GATED_MLPS else 2)
     out = []
-    for i, kind in enumerate(cfg.layer_types):
-        pairs = attended_pairs(kind, tokens, cfg.window, start)
-        out.append(LayerFlops(i, kind, tokens, pairs, proj, 2 * 2 * hd * cfg.n_heads * pairs, mlp))
+    for i, layer_type in enumerate(cfg.layer_types):
+        pairs = attended_pairs(layer_type, tokens, cfg.window, start)
+        proj, attn = _attention_flops(cfg, layer_type, tokens, start, pairs)
+        out.append(LayerFlops(i, layer_type, tokens, pairs, proj, attn, mlp))
     return out
+
+
+def _attention_flops(cfg: ModelConfig, layer_type: str, tokens: int, start: int, pairs: int) -> tuple[int, int]:
+    """(projection, attention) FLOPs of one layer's attention block, by its registered kind."""
+    kind, d, hd, h = cfg.attention_for(layer_type), cfg.d_model, cfg.resolved_head_dim, cfg.n_heads
+    if kind == "mha":
+        return 2 * tokens * d * hd * (2 * h + 2 * cfg.n_kv_heads), 2 * 2 * hd * h * pairs
+    if kind == "mla":  # keys and values are re-expanded from the latent for every visible cached token
+        rope, latent = cfg.mla_rope_dim, cfg.mla_latent_dim
+        cached = min(start, cfg.window) if layer_type == "local" else start
+        per_token = d * h * (hd + rope) + d * latent + d * rope + h * hd * d
+        return 2 * tokens * per_token + 2 * (tokens + cached) * latent * 2 * h * hd, 2 * (2 * hd + rope) * h * pairs
+    raise ValueError(f"attention: no FLOP formula for {kind!r}; known: mha, mla")
 
 
 def head_flops(cfg: ModelConfig, tokens: int) -> int:

@@ -70,7 +70,11 @@ def test_window_saves_attention_flops_at_long_context():
     assert min(attn) < max(attn) / 10  # local layers attend to at most 1024 keys
 
 
-@pytest.mark.parametrize("extra", [{}, {"attn_logit": "softcap", "final_softcap": 30.0}], ids=["sdpa", "softcap"])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"attn_logit": "softcap", "final_softcap": 30.0}, {"attention_global": "mla"}],
+    ids=["sdpa", "softcap", "mla-global"],
+)
 def test_fvcore_equals_analytic_on_windowed_model(extra):
     cfg = get_preset("tiny").replace(n_layers=3, layer_pattern="2:1", window=4, max_seq_len=16, **extra)
     model = build_model(cfg).eval()
@@ -114,3 +118,19 @@ class CausalAttention(torch.nn.Module):
 def test_fvcore_sdpa_handle_reads_causal_and_float_masks(mask):
     x = torch.randn(1, 2, 5, 4)  # batch 1, 2 heads, 5 tokens, head_dim 4: 15 pairs per head
     assert fvcore_flops(CausalAttention(mask), x)[""] == 2 * 2 * 15 * (4 + 4)
+
+
+def test_mla_flops_by_hand():
+    # one global MLA layer: d=8, 2 heads of 4, latent 6, rope 2; 3 tokens, no cache
+    cfg = HAND.replace(n_layers=1, layer_pattern="global", attention="mla", mla_latent_dim=6, mla_rope_dim=2)
+    (layer,) = layer_flops(cfg, 3)
+    per_token = 8 * 2 * (4 + 2) + 8 * 6 + 8 * 2 + 2 * 4 * 8  # q, latent down, rope key, output
+    assert layer.projections == 2 * 3 * per_token + 2 * 3 * 6 * 2 * 2 * 4  # plus k and v up-projections of 3 keys
+    assert layer.attention == 2 * (2 * 4 + 2) * 2 * 6  # 6 causal pairs; QK over 4 + 2 dims, PV over 4
+
+
+def test_mla_on_global_layers_only():
+    cfg = HAND.replace(attention_global="mla")
+    local, glob = layer_flops(cfg, 3)
+    assert local == layer_flops(HAND, 3)[0]
+    assert glob.projections != layer_flops(HAND, 3)[1].projections
