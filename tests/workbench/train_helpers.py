@@ -20,10 +20,11 @@ FAST = ["model.n_layers=2", "model.d_model=64", "model.mlp_hidden=128", "data.se
         "trainer.throughput_window=2", "trainer.peak_flops=1e11", "optim.warmup_steps=2"]  # fmt: skip
 
 
-def compose_cfg(overrides: list[str], cache_dir: Path) -> DictConfig:
+def compose_cfg(overrides: list[str], cache_dir: Path | None) -> DictConfig:
+    """cache_dir: where text sources cache tokens (None for the synthetic sources, which have no cache)."""
     register_presets()
     with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):
-        return compose("train", overrides=[f"data.cache_dir={cache_dir}", *overrides])
+        return compose("train", overrides=[*overrides, *([f"data.cache_dir={cache_dir}"] if cache_dir else [])])
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
