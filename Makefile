@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m analysis.params --all
 	$(PY) -m analysis.kv_cache --all --context 32768
+	$(PY) -m workbench.train experiment=small_cpu
 
 lint: setup
 	$(PY) -m ruff check .
