@@ -1,6 +1,8 @@
 """Entry point: `python -m workbench.train model=tiny data=stdlib trainer.max_steps=200 logger=none seed=3`.
 
 Composes `conf/train.yaml` with Hydra, then hands the resolved config and the run dir to `training.run.run`.
+A grid: `python -m workbench.train --multirun +ablation=<name> [ablation.quick=true] [dry_run=true]`; its jobs
+go through `training.grid_job.run_job`, which skips, resumes, and isolates failures.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from workbench.training.config_store import register_presets
@@ -19,20 +23,36 @@ register_presets()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=VERSION_BASE)
 def _main(cfg: DictConfig) -> None:
-    from workbench.training.run import run  # imported here so a bad override fails before Lightning loads
+    import torch  # imported here so a bad override fails before torch and Lightning load
 
-    run_dir = HydraConfig.get().runtime.output_dir
-    results = run(cfg, run_dir)
-    print(f"results: {run_dir}/results.json  (val loss {results['val_loss']:.4f}, val bpb {results['val_bpb']})")
-    if results["wandb"]:
+    from workbench.training.grid import resolve_arm
+    from workbench.training.grid_job import run_job, threads_per_job
+    from workbench.training.run import run
+
+    hc = HydraConfig.get()
+    if threads := threads_per_job(cfg.threads, hc.launcher if hc.mode == RunMode.MULTIRUN else None):
+        torch.set_num_threads(threads)
+    run_dir = hc.runtime.output_dir
+    cfg = resolve_arm(cfg)
+    results = run_job(cfg, run_dir) if hc.mode == RunMode.MULTIRUN else run(cfg, run_dir)
+    if results["status"] == "completed":
+        print(f"results: {run_dir}/results.json  (val loss {results['val_loss']:.4f}, val bpb {results['val_bpb']})")
+    if results.get("wandb"):
         print(f"W&B run: {results['wandb']}  (offline runs: `wandb sync <that folder>`)")
 
 
 def main() -> None:
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+        check_overrides(overrides)
     except UnknownKeyError as e:
         sys.exit(f"error: {e}")
+    if any(
+        o.key_or_group == "dry_run" and o.value() is True for o in OverridesParser.create().parse_overrides(overrides)
+    ):
+        from workbench.training.dry_run import dry_run
+
+        sys.exit(dry_run(overrides))
     _main()
 
 

@@ -21,14 +21,14 @@ class UnknownKeyError(ValueError):
 
 def check_overrides(overrides: list[str], config_name: str = "train") -> None:
     """Raise `UnknownKeyError` for the first `key=value` whose key path is not in the composed config."""
-    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"ablation"}
     parsed = OverridesParser.create().parse_overrides(overrides)
     selections = [o.input_line for o in parsed if o.key_or_group in groups and o.value_type is not None]
     with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):
-        cfg = compose(config_name, overrides=[s for s in selections if not s.startswith(("+", "~"))])
+        cfg = compose(config_name, overrides=[s for s in selections if not s.startswith("~")])
     for o in parsed:
         key = o.key_or_group
-        if o.is_add() or o.is_delete() or key.split(".")[0] == "hydra" or key in groups:
+        if o.is_add() or o.is_delete() or key.split(".")[0].split("/")[0] == "hydra" or key in groups:
             continue
         _check_path(cfg, key)
 
