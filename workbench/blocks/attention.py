@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,6 +16,28 @@ from workbench.registry import ATTENTION, NORM, POSITION
 
 if TYPE_CHECKING:
     from workbench.config import ModelConfig
+
+
+ATTENTION_PATHS = ("auto", "dense", "flex")
+_path = "auto"
+
+
+@contextmanager
+def attention_path(name: str) -> Iterator[None]:
+    """Force one attention path, so benchmarks and tests can compare paths on the same model and weights.
+
+    auto: the dispatch in `self_attention`; dense: an explicit boolean mask for every layer; flex:
+    `flex_attention` with a causal / sliding-window block mask when nothing is cached (compiled on CUDA; eager
+    on CPU, a slow reference), the dense mask otherwise.
+    """
+    global _path
+    if name not in ATTENTION_PATHS:
+        raise ValueError(f"attention path: got {name!r}; allowed: {', '.join(ATTENTION_PATHS)}")
+    previous, _path = _path, name
+    try:
+        yield
+    finally:
+        _path = previous
 
 
 def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -76,6 +101,37 @@ def attend_blocked_local(
     return out.transpose(1, 2).flatten(2, 3)[:, :, :T]
 
 
+@functools.cache
+def _flex_kernel(device_type: str):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention if device_type == "cpu" else torch.compile(flex_attention, dynamic=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _flex_block_mask(n: int, window: int | None, device: torch.device):
+    """One block mask per (length, window), shared by every layer of that type in a forward pass."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, i, j):
+        return (j <= i) & (j > i - window) if window is not None else j <= i
+
+    return create_block_mask(mask_mod, None, None, n, n, device=device)
+
+
+def attend_flex(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, scale: float, softcap: float | None
+) -> torch.Tensor:
+    """`flex_attention` over a sequence with no cached keys: only the blocks the window touches are computed."""
+
+    def capped(score, b, h, i, j):
+        return softcap * torch.tanh(score / softcap)
+
+    block_mask = _flex_block_mask(q.shape[-2], window, q.device)
+    flex = _flex_kernel(q.device.type)
+    return flex(q, k, v, score_mod=capped if softcap else None, block_mask=block_mask, scale=scale, enable_gqa=True)
+
+
 def self_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -87,8 +143,17 @@ def self_attention(
     softcap: float | None,
     dropout: float,
 ) -> torch.Tensor:
-    """Pick the attention path: causal kernel or blocked window without cached keys, explicit mask otherwise."""
-    if k.shape[-2] == q.shape[-2]:  # nothing cached before these tokens: keys are the queries' own positions
+    """Pick the attention path: causal kernel or blocked window without cached keys, explicit mask otherwise.
+
+    `attention_path` overrides the choice (dense: always the explicit mask; flex: `attend_flex` without cache).
+    """
+    if _path == "flex" and k.shape[-2] == q.shape[-2]:
+        if dropout:
+            raise ValueError(f"dropout: got {dropout}; allowed: 0 on the flex attention path")
+        return attend_flex(q, k, v, window, scale, softcap)
+    if (
+        _path == "auto" and k.shape[-2] == q.shape[-2]
+    ):  # nothing cached before these tokens: keys are the queries' own positions
         if window is None or window >= q.shape[-2]:
             return attend(q, k, v, None, scale, softcap, dropout)
         if q.shape[-2] >= 2 * window and q.shape[-2] % window == 0:  # no padded blocks: no wasted pairs

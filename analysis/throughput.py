@@ -1,0 +1,276 @@
+"""Throughput of our model against `transformers`' Gemma3ForCausalLM with the same config and weights.
+
+Measures tokens/s for a train step (forward + backward + AdamW step), prefill (one pass filling a fresh KV cache)
+and decode (one token per step after a prefill of `--context` tokens), median over `--steps` timed repeats after
+`--warmup` untimed ones, and the peak memory of one more call: bytes allocated by torch above the level at its
+start (CUDA: `max_memory_allocated`; CPU: the running sum of the profiler's allocation events), so it counts
+tensors (activations, gradients, optimiser state, caches), not the allocator's or the process's overhead.
+Then our attention paths on the same model (`attention_path`: auto dispatch, dense mask, flex on CUDA), and the
+prefill cost of a 5:1 model with a 1024 window as the context grows, beside the analytic FLOPs per token.
+Usage: `python -m analysis.throughput [--preset small] [--batch 4] [--context 512] [--steps 5] [--threads 2]
+[--json] [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from analysis.flops import forward_flops
+from analysis.presets_cli import print_table
+from workbench.blocks.attention import attention_path
+from workbench.config import ModelConfig
+from workbench.interop import to_hf
+from workbench.model import Transformer, build_model
+from workbench.presets import get_preset, list_presets
+
+PHASES = ("train", "prefill", "decode")
+SWEEP = (1024, 2048, 4096, 8192, 16384)
+QUICK = dict(preset="tiny", batch=2, context=128, steps=2, warmup=1, new_tokens=4, sweep=[64, 128, 256], window=32)
+
+
+# model adapters: ours and the reference behind one interface --------------------------------------------------
+def _ours(model: Transformer) -> dict[str, Callable]:
+    def prefill(ids: torch.Tensor, extra: int) -> tuple[torch.Tensor, Any]:
+        cache = model.new_cache(ids.shape[0], ids.shape[1] + extra)
+        return model(ids, cache), cache
+
+    return {"model": model, "logits": model, "prefill": prefill, "decode": lambda ids, cache: model(ids, cache)}
+
+
+def _reference(model: nn.Module) -> dict[str, Callable]:
+    def prefill(ids: torch.Tensor, extra: int) -> tuple[torch.Tensor, Any]:
+        out = model(input_ids=ids, use_cache=True)
+        return out.logits, out.cache
+
+    def decode(ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        return model(input_ids=ids, cache=cache, use_cache=True).logits
+
+    return {"model": model, "logits": lambda ids: model(input_ids=ids, use_cache=False).logits, "prefill": prefill,
+            "decode": decode}  # fmt: skip
+
+
+# timing and memory ---------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(setup: Callable[[], Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> float:
+    """Median wall time of the closure `setup()` returns; setup (e.g. the prefill before decode) is not timed."""
+    times = []
+    for i in range(warmup + repeats):
+        fn = setup()
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_bytes(setup: Callable[[], Callable[[], Any]], device: torch.device) -> int:
+    """Peak torch allocation during one call, above the level at its start."""
+    fn = setup()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # "[memory]" events carry +bytes per allocation and -bytes per free, in time order once sorted
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    level = peak = 0
+    for e in events:
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak
+
+
+# the three phases ----------------------------------------------------------------------------------------------
+def _phase_setups(runner: dict[str, Callable], ids: torch.Tensor, new_tokens: int) -> dict[str, Callable]:
+    """A setup per phase returning the closure to time; tokens per call: B*T for train/prefill, B*new for decode."""
+    model = runner["model"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def train() -> Callable[[], None]:
+        def step() -> None:
+            logits = runner["logits"](ids)
+            F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        model.train()
+        return step
+
+    def prefill() -> Callable[[], Any]:
+        model.eval()
+        return lambda: _no_grad(runner["prefill"], ids, new_tokens)
+
+    def decode() -> Callable[[], None]:
+        model.eval()
+        logits, cache = _no_grad(runner["prefill"], ids, new_tokens)
+        token = logits[:, -1:].argmax(-1)
+
+        def steps() -> None:
+            nonlocal token
+            for _ in range(new_tokens):
+                token = _no_grad(runner["decode"], token, cache)[:, -1:].argmax(-1)
+
+        return steps
+
+    return {"train": train, "prefill": prefill, "decode": decode}
+
+
+def _no_grad(fn: Callable, *args: Any) -> Any:
+    with torch.no_grad():
+        return fn(*args)
+
+
+def measure(runner: dict[str, Callable], ids: torch.Tensor, new_tokens: int, warmup: int, repeats: int,
+            phases: tuple[str, ...] = PHASES) -> dict[str, dict[str, float]]:  # fmt: skip
+    """tokens/s and peak MB of each phase for one model."""
+    setups = _phase_setups(runner, ids, new_tokens)
+    out = {}
+    for phase in phases:
+        tokens = ids.shape[0] * (new_tokens if phase == "decode" else ids.shape[1])
+        seconds = median_seconds(setups[phase], warmup, repeats, ids.device)
+        out[phase] = {"tokens_per_s": tokens / seconds, "peak_mb": peak_bytes(setups[phase], ids.device) / 2**20}
+    return out
+
+
+def compare_reference(cfg: ModelConfig, batch: int, context: int, new_tokens: int, warmup: int, repeats: int,
+                      device: torch.device, reference_attn: str = "sdpa") -> dict[str, Any]:  # fmt: skip
+    """Ours and the reference (same config and weights) on each phase, with ratios ours / reference."""
+    torch.manual_seed(0)
+    ours = build_model(cfg).to(device)
+    reference = to_hf(ours, attn_implementation=reference_attn)
+    ids = torch.randint(0, cfg.vocab_size, (batch, context), device=device)
+    results = {"ours": measure(_ours(ours), ids, new_tokens, warmup, repeats),
+               "reference": measure(_reference(reference), ids, new_tokens, warmup, repeats)}  # fmt: skip
+    return {phase: {**{k: v[phase] for k, v in results.items()},
+                    "ratio": results["ours"][phase]["tokens_per_s"] / results["reference"][phase]["tokens_per_s"]}
+            for phase in PHASES}  # fmt: skip
+
+
+def compare_paths(cfg: ModelConfig, batch: int, context: int, warmup: int, repeats: int,
+                  device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Train step and prefill of our model under each attention path; flex only where it is compiled (CUDA)."""
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    ids = torch.randint(0, cfg.vocab_size, (batch, context), device=device)
+    out: dict[str, Any] = {}
+    for path in ("auto", "dense", "flex"):
+        if path == "flex" and device.type != "cuda":
+            out[path] = "unavailable (flex_attention is only compiled on CUDA; on CPU it runs as an eager reference)"
+            continue
+        with attention_path(path):
+            out[path] = measure(_ours(model), ids, 1, warmup, repeats, phases=("train", "prefill"))
+    return out
+
+
+def context_scaling(cfg: ModelConfig, contexts: list[int], window: int, warmup: int, repeats: int,
+                    device: torch.device) -> list[dict[str, float]]:  # fmt: skip
+    """Prefill tokens/s of a 5:1 model with `window` at each context (batch 1), and analytic FLOPs per token."""
+    cfg = cfg.replace(layer_pattern="5:1", window=window, max_seq_len=max(contexts))
+    torch.manual_seed(0)
+    runner = _ours(build_model(cfg).to(device))
+    rows = []
+    for context in contexts:
+        ids = torch.randint(0, cfg.vocab_size, (1, context), device=device)
+        seconds = median_seconds(_phase_setups(runner, ids, 0)["prefill"], warmup, repeats, device)
+        rows.append({"context": context, "tokens_per_s": context / seconds,
+                     "flops_per_token": forward_flops(cfg, context) / context})  # fmt: skip
+    return rows
+
+
+# command line --------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = get_preset(args.preset)
+    context = args.context or cfg.max_seq_len
+    warnings.filterwarnings("ignore", module="torch.nn.attention")  # flex's eager-mode notice
+    return {
+        "preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "batch": args.batch, "context": context,
+        "steps": args.steps, "warmup": args.warmup, "new_tokens": args.new_tokens,
+        "params": sum(p.numel() for p in build_model(cfg).parameters()),
+        "reference": compare_reference(cfg, args.batch, context, args.new_tokens, args.warmup, args.steps, device),
+        "paths": compare_paths(cfg, args.batch, context, args.warmup, args.steps, device),
+        "scaling": {"window": args.window,
+                    "rows": context_scaling(cfg, args.sweep, args.window, args.warmup, args.steps, device)},
+    }  # fmt: skip
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(
+        f"{r['preset']} ({r['params'] / 1e6:.2f}M params), batch {r['batch']} x context {r['context']:,}, "
+        f"device {r['device']}, {r['threads']} threads, torch {r['torch']}, transformers {r['transformers']}, "
+        f"load average {r['load_average'][0]:.2f} at start; median of {r['steps']} after {r['warmup']} warmup"
+    )
+    print("\nours vs transformers Gemma3ForCausalLM (sdpa), same config and weights; peak MB: torch tensor memory")
+    rows = [[phase, f"{v['ours']['tokens_per_s']:,.0f}", f"{v['reference']['tokens_per_s']:,.0f}", f"{v['ratio']:.2f}x",
+             f"{v['ours']['peak_mb']:,.1f}", f"{v['reference']['peak_mb']:,.1f}"]
+            for phase, v in r["reference"].items()]  # fmt: skip
+    print_table(["phase", "ours tok/s", "ref tok/s", "ours/ref", "ours peak MB", "ref peak MB"], rows)
+    print("\nour attention paths (train step and prefill)")
+    rows = [[path, v, "", "", ""] if isinstance(v, str) else
+            [path, *(f"{v[p]['tokens_per_s']:,.0f}" for p in ("train", "prefill")),
+             *(f"{v[p]['peak_mb']:,.1f}" for p in ("train", "prefill"))]
+            for path, v in r["paths"].items()]  # fmt: skip
+    print_table(["path", "train tok/s", "prefill tok/s", "train peak MB", "prefill peak MB"], rows)
+    s = r["scaling"]
+    print(f"\nprefill vs context, 5:1 local:global, window {s['window']:,}, batch 1 (cost/token relative to the first)")
+    first = s["rows"][0]
+    rows = [[f"{row['context']:,}", f"{row['tokens_per_s']:,.0f}", f"{first['tokens_per_s'] / row['tokens_per_s']:.2f}",
+             f"{row['flops_per_token'] / 1e6:,.1f}", f"{row['flops_per_token'] / first['flops_per_token']:.2f}"]
+            for row in s["rows"]]  # fmt: skip
+    print_table(["context", "tok/s", "time/token", "MFLOP/token", "FLOP/token"], rows)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m analysis.throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=list_presets())
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--context", type=int, default=None, help="tokens per sequence (default: max_seq_len)")
+    parser.add_argument("--steps", type=int, default=5, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=32, help="decode steps per timed call")
+    parser.add_argument("--sweep", type=int, nargs="+", default=list(SWEEP), help="contexts for the prefill sweep")
+    parser.add_argument("--window", type=int, default=1024, help="local window of the prefill sweep's model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help=f"small settings for tests: {QUICK}")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
