@@ -22,6 +22,7 @@ from analysis.params import count_params
 from analysis.presets_cli import print_table
 from workbench.config import ModelConfig
 from workbench.model import build_model
+from workbench.training.config_store import register_presets
 from workbench.training.grid import resolve_arm
 from workbench.training.overrides import CONF_DIR, VERSION_BASE
 
@@ -48,6 +49,7 @@ class ArmCost:
 
 def expand(overrides: list[str]) -> list[DictConfig]:
     """One composed config per job of the multirun, arm applied."""
+    register_presets()
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):

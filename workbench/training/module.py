@@ -57,6 +57,8 @@ class LMModule(L.LightningModule):
         losses, _ = self._losses(batch)
         loss = losses.sum() / (batch[1] != IGNORE).sum().clamp(min=1)
         self.last_train_loss = loss.item()
+        if not math.isfinite(self.last_train_loss):  # fail the run now: an ablation grid records it and goes on
+            raise FloatingPointError(f"train loss is {self.last_train_loss} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss

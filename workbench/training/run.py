@@ -90,7 +90,8 @@ def _fit(cfg: DictConfig, model_cfg: ModelConfig, run_dir: Path) -> dict[str, An
     )  # fmt: skip
     dm = BundleDataModule(bundle, t.accumulate_grad_batches)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    if trainer.global_step % t.val_check_interval:  # the last validation is stale: score the final weights
+    # the last validation is stale, or (resumed from the final checkpoint) never ran here: score the final weights
+    if trainer.global_step % t.val_check_interval or "val/loss" not in trainer.callback_metrics:
         trainer.validate(module, datamodule=dm, verbose=False)
     return _summary(trainer, module, bundle, throughput, loggers, x.numel())
 

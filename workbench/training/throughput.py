@@ -45,7 +45,8 @@ class TokenThroughput(ThroughputMonitor):
     def latest(self) -> dict[str, float]:
         """Cumulative training time, batches and tokens since (re)start, and the last window's rates and MFU."""
         throughput = self._throughputs.get(RunningStage.TRAINING)
-        out = {} if throughput is None else throughput.compute()
+        # no step since (re)start: a run resumed from its final checkpoint has nothing to measure
+        out = {} if throughput is None or not throughput._time else throughput.compute()
         if "mfu" not in out and out.get("time") and self.available_flops:  # window not yet full: whole-run average
             flops = getattr(self._module, "flops_per_batch", None)
             out["mfu"] = flops * out["batches"] / out["time"] / self.available_flops if flops else None

@@ -1,0 +1,86 @@
+"""Ablation grids end to end: a quick grid under joblib with its report, relaunch and failure handling, dry runs."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from analysis.kv_cache import kv_cache_bytes
+from analysis.params import count_params
+from analysis.report import report
+from tests.workbench.train_helpers import compose_cfg, run_cli
+from workbench.config import ModelConfig
+from workbench.training.dry_run import dry_run
+from workbench.training.grid import ABLATIONS_DIR, resolve_arm
+
+GRIDS = sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _results(sweep_dir):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+
+
+def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
+    sweep = tmp_path / "lgr"
+    out = run_cli(["--multirun", "+ablation=local_global_ratio", "ablation.quick=true", "hydra/launcher=joblib",
+                   f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = _results(sweep)
+    assert len(results) == 6 * 2 and all(r["status"] == "completed" for r in results.values())
+    assert {r["threads"] for r in results.values()} == {max(1, (__import__("os").cpu_count() or 1) // 2)}
+    assert {name.split("_s")[0] for name in results} == {"global", "r1_1", "r3_1", "r5_1", "r7_1", "local"}
+    summary = report(sweep)
+    table = pd.read_csv(sweep / "summary.csv")
+    assert {"mean", "std", "ci_lo", "ci_hi", "delta", "p_value"} <= set(table.columns)
+    assert len(summary) == 6 and summary["n"].eq(2).all() and summary["ci_lo"].notna().all()
+    assert summary.loc[~summary["baseline"], "p_value"].notna().any()
+    assert "p_value" in (sweep / "summary.md").read_text()
+    for name in ("loss_curves", "forest", "val_loss_vs_kv"):
+        assert (sweep / f"{name}.png").stat().st_size > 0
+
+
+def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path):
+    sweep = tmp_path / "np"
+    args = ["--multirun", "+ablation=norm_placement", "ablation.quick=true", "ablation.arm=pre,post,broken",
+            "+ablation.arms.broken={model.n_kv_heads:3}", "seed=0", f"hydra.sweep.dir={sweep}",
+            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    first = run_cli(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = _results(sweep)
+    status = {name.split("_s")[0]: r["status"] for name, r in results.items()}
+    assert status == {"pre": "completed", "post": "completed", "broken": "failed"}
+    broken = next(r for n, r in results.items() if n.startswith("broken"))
+    assert "n_kv_heads" in broken["error"] and "allowed" in broken["error"]
+    killed = next(sweep.glob("post_s0_*"))
+    (killed / "results.json").unlink()  # as if the job died after its last checkpoint
+    second = run_cli(args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert re.search(r"skip pre_s0_\w+: completed", second.stdout)
+    assert f"resume {killed.name}" in second.stdout and re.search(r"FAILED broken_s0_\w+", second.stdout)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(results)  # same dirs, no new ones
+    assert json.loads((killed / "results.json").read_text())["steps"] == 4
+
+
+def test_dry_run_prints_params_and_kv_bytes_of_each_arm_and_reports_invalid_ones(tmp_path, capsys):
+    overrides = ["+ablation=gqa", "ablation.quick=true", "+ablation.arms.bad={model.n_kv_heads:3}"]
+    assert dry_run([*overrides, "dry_run=true"]) == 1
+    printed = capsys.readouterr().out
+    for arm in ("kv1", "kv2", "mha"):
+        model = ModelConfig.from_dict(resolve_arm(compose_cfg([*overrides, f"ablation.arm={arm}"], None)).model)
+        row = next(line.split() for line in printed.splitlines() if line.startswith(f"{arm} "))
+        params, kv = count_params(model), kv_cache_bytes(model, 32768)
+        assert row[1:3] == [f"{params['total']:,}", f"{params['non_embedding']:,}"] and row[4] == f"{kv:,}", row
+    assert "INVALID arm bad: n_kv_heads: got 3" in printed and "allowed" in printed
+    assert "grid total: 6 runs" in printed
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("grid", [g for g in GRIDS if g != "local_global_ratio"])
+def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, capsys):
+    full = compose_cfg([f"+ablation={grid}"], None)
+    assert full.ablation.baseline in full.ablation.arms and len(full.ablation.seeds) >= 3
+    for arm in full.ablation.arms:  # every full-size arm builds a valid ModelConfig
+        ModelConfig.from_dict(resolve_arm(compose_cfg([f"+ablation={grid}", f"ablation.arm={arm}"], None)).model)
+    assert dry_run([f"+ablation={grid}", "ablation.quick=true"]) == 0
+    assert f"{len(full.ablation.arms) * 2} runs" in capsys.readouterr().out
