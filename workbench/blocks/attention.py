@@ -153,9 +153,8 @@ def self_attention(
         if dropout:
             raise ValueError(f"dropout: got {dropout}; allowed: 0 on the flex attention path")
         return attend_flex(q, k, v, window, scale, softcap)
-    if (
-        _path == "auto" and k.shape[-2] == q.shape[-2]
-    ):  # nothing cached before these tokens: keys are the queries' own positions
+    # nothing cached before these tokens: keys are the queries' own positions
+    if _path == "auto" and k.shape[-2] == q.shape[-2]:
         if window is None or window >= q.shape[-2]:
             return attend(q, k, v, None, scale, softcap, dropout)
         if q.shape[-2] >= 2 * window and q.shape[-2] % window == 0:  # no padded blocks: no wasted pairs
