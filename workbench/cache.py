@@ -8,23 +8,22 @@ import torch
 class LayerCache:
     """Keys and values of one layer, preallocated once; `capacity` slots, written at position % capacity.
 
-    A global layer has capacity = max_len and never wraps; a local layer has capacity = min(window, max_len)
-    and overwrites the oldest slot, which by then has left the window. Shapes are (batch, heads, capacity, dim);
-    k and v may differ in heads and dim (latent attention caches its latent and its RoPE key here).
+    A global layer has capacity = max_len and never wraps (`KVCache.check` refuses longer requests); a local
+    layer has capacity = min(window, max_len) and overwrites the oldest slot, which by then has left the window.
+    Shapes are (batch, heads, capacity, dim); k and v may differ in heads and dim (latent attention caches its
+    latent and its RoPE key here).
     """
 
     def __init__(
         self,
         k_shape: tuple[int, int, int, int],
         v_shape: tuple[int, int, int, int],
-        wraps: bool,
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
         self.k = torch.zeros(k_shape, dtype=dtype, device=device)
         self.v = torch.zeros(v_shape, dtype=dtype, device=device)
         self.capacity = k_shape[2]
-        self.wraps = wraps
         self.length = 0  # tokens written so far
 
     @property
@@ -34,11 +33,6 @@ class LayerCache:
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Store the new keys/values; return every key/value the new queries may see, with their positions."""
         start, n_new = self.length, k.shape[2]
-        if not self.wraps and start + n_new > self.capacity:
-            raise ValueError(
-                f"KV cache overflow: {start} cached + {n_new} new tokens exceed the cache length {self.capacity}; "
-                "allocate the cache with a larger max_len"
-            )
         kept = min(start, self.capacity)
         old_pos = torch.arange(start - kept, start, device=k.device)
         slots = old_pos % self.capacity

@@ -188,7 +188,7 @@ class MultiHeadAttention(nn.Module):
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
         shape = (batch_size, self.n_kv_heads, capacity, self.head_dim)
-        return LayerCache(shape, shape, wraps=self.window is not None, dtype=dtype, device=device)
+        return LayerCache(shape, shape, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape

@@ -46,7 +46,7 @@ class MultiHeadLatentAttention(nn.Module):
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
         latent, rope_key = (batch_size, 1, capacity, self.latent_dim), (batch_size, 1, capacity, self.rope_dim)
-        return LayerCache(latent, rope_key, wraps=self.window is not None, dtype=dtype, device=device)
+        return LayerCache(latent, rope_key, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
