@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m analysis.params --all
 	$(PY) -m analysis.kv_cache --all --context 32768
-	$(PY) -m workbench.train experiment=small_cpu
+	$(PY) -m workbench.train --multirun +ablation=local_global_ratio experiment=grid_cpu 'ablation.seeds=[0]' \
+		hydra/launcher=joblib
+	$(PY) -m analysis.report multirun/local_global_ratio
 
 lint: setup
 	$(PY) -m ruff check .

@@ -58,8 +58,9 @@ def summarize(runs: pd.DataFrame, baseline: str, metric: str = METRIC) -> pd.Dat
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that did not complete, with their error and, for a NaN/inf loss, the step it appeared at."""
     bad = runs[runs["status"] != "completed"]
-    return bad.reindex(columns=[ARM, "seed", "status", "error", "run_dir"])
+    return bad.reindex(columns=[ARM, "seed", "status", "failed_step", "error", "run_dir"])
 
 
 def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -100,7 +101,8 @@ def report(multirun_dir: str | Path, out: str | Path | None = None) -> pd.DataFr
     (out / "summary.md").write_text(_markdown(summary, failed, f"{multirun_dir.name}: {METRIC} by arm"))
     paths = figures(runs, summary, out)
     print(_markdown(summary, failed, f"{multirun_dir.name}: {METRIC} by arm"))
-    print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
+    print(f"table: {out / 'summary.csv'}, {out / 'summary.md'}")
+    print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png") + " (and .svg beside each)")
     return summary
 
 

@@ -5,11 +5,15 @@ Notebooks and reports read runs only through `load`, so the on-disk layout is kn
   as a fallback) + `metrics.csv` (the curve, read by `load_metrics`). A dir with `metrics.csv` but no
   `results.json` is a run that never finished: it gets a row with status "incomplete". Run dirs nested in
   another run dir (a logger's own `metrics.csv`) are skipped.
-- W&B offline dirs (`wandb/offline-run-*/files/{config.yaml,wandb-summary.json}`), unless nested in a training
-  run dir, whose `results.json` is authoritative.
+- W&B run dirs (`wandb/offline-run-*`, `wandb/run-*`): config, summary and history replayed from the binary log
+  `run-<id>.wandb` (`analysis.wandb_log`; W&B 0.31 writes an offline run's config and summary nowhere else), or
+  `files/{config.yaml,wandb-summary.json}` where there is no log. Skipped when nested in a training run dir that
+  has a `results.json` (authoritative); a run dir without one defers to its W&B runs.
 - the W&B public API, for an `entity/project` string that names no local path (needs network and a login).
 Config fields become dotted columns (`model.window`, `optim.lr`); results keys keep their names and win over a
-config field of the same name, which then stays as `config.<name>`.
+config field of the same name, which then stays as `config.<name>`. W&B rows keep W&B's metric names and also get
+the results.json names (`val/loss` -> `val_loss`) and a `status` on results.json's scale (completed, failed,
+incomplete), so reports filter and compare rows from every source alike.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis import wandb_log
+
 WANDB_PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 WANDB_RUN = re.compile(r"^(offline-)?run-\d")
+WANDB_LOG = "run-*.wandb"
+# W&B metric name -> results.json name: what `workbench.training.run` copies from Lightning's logged metrics
+RESULT_NAMES = {"train/loss": "train_loss", "val/loss": "val_loss", "val/bpb": "val_bpb",
+                "val/accuracy": "val_accuracy"}  # fmt: skip
+API_STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,15 +72,32 @@ def run_dir_row(run_dir: Path) -> dict[str, Any]:
     return _row(results, config, run_dir=str(run_dir), source="run_dir")
 
 
+def _wandb_row(summary: Mapping[str, Any], config: Mapping[str, Any], status: str, **extra: Any) -> dict[str, Any]:
+    """A W&B run's row: its metrics under W&B's names and, where the training code logs them, results.json's."""
+    results = {**summary, **{name: summary[key] for key, name in RESULT_NAMES.items() if key in summary}}
+    return _row({"status": status, **results}, config, **extra)
+
+
+def _wandb_log(run_dir: Path) -> Path | None:
+    return next(iter(sorted(run_dir.glob(WANDB_LOG))), None)
+
+
 def wandb_offline_row(run_dir: Path) -> dict[str, Any]:
-    """A W&B run dir: config.yaml holds {key: {"value": ..., "desc": ...}}, plus W&B's own `_wandb` entry."""
+    """A W&B run dir: its binary log if there is one (status from its exit record; none: incomplete), else
+    files/config.yaml ({key: {"value": ...}}) + wandb-summary.json (completed once a summary was written)."""
+    extra = dict(run_dir=str(run_dir), source="wandb_offline", wandb_id=run_dir.name.split("-")[-1])
+    log_path = _wandb_log(run_dir)
+    if log_path is not None:
+        log = wandb_log.read(log_path)
+        status = "incomplete" if log.exit_code is None else "completed" if log.exit_code == 0 else "failed"
+        return _wandb_row(log.summary, log.config, status, **extra)
     files = run_dir / "files"
     raw = _read_yaml(files / "config.yaml")
     config = {k: v["value"] if isinstance(v, Mapping) and "value" in v else v for k, v in raw.items() if k != "_wandb"}
     summary_path = files / "wandb-summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "incomplete"}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary = {k: v for k, v in summary.items() if k != "_wandb"}
-    return _row(summary, config, run_dir=str(run_dir), source="wandb_offline", wandb_id=run_dir.name.split("-")[-1])
+    return _wandb_row(summary, config, "completed" if summary else "incomplete", **extra)
 
 
 def _local_rows(roots: Iterable[Path]) -> list[dict[str, Any]]:
@@ -79,19 +107,26 @@ def _local_rows(roots: Iterable[Path]) -> list[dict[str, Any]]:
         run_dirs |= {p.parent for name in ("results.json", "metrics.csv") for p in root.rglob(name)}
         for marker in ("files/config.yaml", "files/wandb-summary.json"):
             wandb_dirs |= {p.parent.parent for p in root.rglob(marker) if WANDB_RUN.match(p.parent.parent.name)}
-    # a run's own nested logs (W&B, Lightning's CSV logger) are not runs of their own
-    wandb_dirs = {w for w in wandb_dirs if run_dirs.isdisjoint(w.parents)}
-    run_dirs = {d for d in run_dirs if run_dirs.isdisjoint(d.parents)}
+        wandb_dirs |= {p.parent for p in root.rglob(WANDB_LOG) if WANDB_RUN.match(p.parent.name)}
+    # a run's own nested logs (W&B, Lightning's CSV logger) are not runs of their own, unless results.json is missing
+    finished = {d for d in run_dirs if (d / "results.json").is_file()}
+    wandb_dirs = {w for w in wandb_dirs if finished.isdisjoint(w.parents)}
+    deferring = {p for w in wandb_dirs for p in w.parents}
+    run_dirs = {d for d in run_dirs if run_dirs.isdisjoint(d.parents) and (d in finished or d not in deferring)}
     return [run_dir_row(p) for p in sorted(run_dirs)] + [wandb_offline_row(p) for p in sorted(wandb_dirs)]
 
 
 def _wandb_api_rows(project: str) -> list[dict[str, Any]]:
     import wandb
 
-    return [
-        _row(run.summary._json_dict, run.config, run_dir=run.url, source="wandb_api", wandb_id=run.id, state=run.state)
-        for run in wandb.Api().runs(project)
-    ]
+    rows = []
+    for run in wandb.Api().runs(project):
+        summary = {k: v for k, v in run.summary._json_dict.items() if k != "_wandb"}
+        config = {k: v for k, v in run.config.items() if k != "_wandb"}
+        status = API_STATUS.get(run.state, "incomplete")
+        rows.append(_wandb_row(summary, config, status, run_dir=run.url, source="wandb_api", wandb_id=run.id,
+                               state=run.state))  # fmt: skip
+    return rows
 
 
 def load(path_or_glob: str | Path | Iterable[str | Path]) -> pd.DataFrame:
@@ -108,5 +143,13 @@ def load(path_or_glob: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """A run's logged curve (`metrics.csv`: one row per logging step)."""
-    return pd.read_csv(Path(run_dir) / "metrics.csv")
+    """A run's logged curve, one row per logging call: `metrics.csv`, or a W&B run dir's history (its
+    `trainer/global_step` copied to `step`, the CSV logger's name for it)."""
+    run_dir = Path(run_dir)
+    log_path = None if (run_dir / "metrics.csv").is_file() else _wandb_log(run_dir)
+    if log_path is None:
+        return pd.read_csv(run_dir / "metrics.csv")
+    curve = pd.DataFrame(wandb_log.read(log_path, history=True).history)
+    if "trainer/global_step" in curve and "step" not in curve:
+        curve["step"] = curve["trainer/global_step"]
+    return curve

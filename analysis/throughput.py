@@ -7,8 +7,11 @@ start (CUDA: `max_memory_allocated`; CPU: the running sum of the profiler's allo
 tensors (activations, gradients, optimiser state, caches), not the allocator's or the process's overhead.
 Then our attention paths on the same model (`attention_path`: auto dispatch, dense mask, flex on CUDA), and the
 prefill cost of a 5:1 model with a 1024 window as the context grows, beside the analytic FLOPs per token.
-Usage: `python -m analysis.throughput [--preset small] [--batch 4] [--context 512] [--steps 5] [--threads 2]
-[--json] [--quick]`.
+`--context` and `--window` set the compared model's sequence length and local window (default: the preset's), e.g.
+`--batch 1 --context 4096 --window 1024`: the long-context 5:1 setting where our local layers attend over O(T * W)
+pairs and the reference's sdpa path over a dense T x T masked score matrix. `--sections` runs a subset.
+Usage: `python -m analysis.throughput [--preset small] [--batch 4] [--context 512] [--window 128] [--steps 5]
+[--threads 2] [--sections reference paths scaling] [--json] [--quick]`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,8 +40,10 @@ from workbench.model import Transformer, build_model
 from workbench.presets import get_preset, list_presets
 
 PHASES = ("train", "prefill", "decode")
+SECTIONS = ("reference", "paths", "scaling")
 SWEEP = (1024, 2048, 4096, 8192, 16384)
-QUICK = dict(preset="tiny", batch=2, context=128, steps=2, warmup=1, new_tokens=4, sweep=[64, 128, 256], window=32)
+QUICK = dict(preset="tiny", batch=2, context=128, steps=2, warmup=1, new_tokens=4, sweep=[64, 128, 256],
+             sweep_window=32)  # fmt: skip
 
 
 # model adapters: ours and the reference behind one interface --------------------------------------------------
@@ -68,18 +73,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_seconds(setup: Callable[[], Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> float:
-    """Median wall time of the closure `setup()` returns; setup (e.g. the prefill before decode) is not timed."""
-    times = []
+def median_seconds(setups: Mapping[str, Callable[[], Callable[[], Any]]], warmup: int, repeats: int,
+                   device: torch.device) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Median (wall, CPU) seconds of the closure each `setup()` returns; setups (e.g. the prefill before decode)
+    are not timed. The closures take turns within each repeat, so a shared machine's changing load falls on all
+    alike; with one thread on CPU, CPU time is the load-robust measure (on CUDA it means nothing)."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
     for i in range(warmup + repeats):
-        fn = setup()
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, setup in setups.items():
+            fn = setup()
+            _sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    medians = {}
+    for name, ts in times.items():
+        medians[name] = (statistics.median(wall for wall, _ in ts), statistics.median(cpu for _, cpu in ts))
+    return medians
 
 
 def peak_bytes(setup: Callable[[], Callable[[], Any]], device: torch.device) -> int:
@@ -145,16 +157,31 @@ def _no_grad(fn: Callable, *args: Any) -> Any:
         return fn(*args)
 
 
-def measure(runner: dict[str, Callable], ids: torch.Tensor, new_tokens: int, warmup: int, repeats: int,
-            phases: tuple[str, ...] = PHASES) -> dict[str, dict[str, float]]:  # fmt: skip
-    """tokens/s and peak MB of each phase for one model."""
-    setups = _phase_setups(runner, ids, new_tokens)
-    out = {}
+def measure(runners: Mapping[str, dict[str, Callable]], ids: torch.Tensor, new_tokens: int, warmup: int,
+            repeats: int, phases: tuple[str, ...] = PHASES) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """tokens/s (wall and CPU time) and peak MB of each phase for each model, timed in turns."""
+    setups = {name: _phase_setups(runner, ids, new_tokens) for name, runner in runners.items()}
+    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in runners}
     for phase in phases:
         tokens = ids.shape[0] * (new_tokens if phase == "decode" else ids.shape[1])
-        seconds = median_seconds(setups[phase], warmup, repeats, ids.device)
-        out[phase] = {"tokens_per_s": tokens / seconds, "peak_mb": peak_bytes(setups[phase], ids.device) / 2**20}
+        seconds = median_seconds({name: s[phase] for name, s in setups.items()}, warmup, repeats, ids.device)
+        for name, (wall, cpu) in seconds.items():
+            out[name][phase] = {"tokens_per_s": tokens / wall, "cpu_tokens_per_s": tokens / cpu,
+                                "peak_mb": peak_bytes(setups[name][phase], ids.device) / 2**20}  # fmt: skip
     return out
+
+
+def _in_path(runner: dict[str, Callable], path: str) -> dict[str, Callable]:
+    """The runner with every model call made under `attention_path(path)`."""
+
+    def wrap(fn: Callable) -> Callable:
+        def call(*args: Any) -> Any:
+            with attention_path(path):
+                return fn(*args)
+
+        return call
+
+    return {key: fn if key == "model" else wrap(fn) for key, fn in runner.items()}
 
 
 def compare_reference(cfg: ModelConfig, batch: int, context: int, new_tokens: int, warmup: int, repeats: int,
@@ -164,10 +191,11 @@ def compare_reference(cfg: ModelConfig, batch: int, context: int, new_tokens: in
     ours = build_model(cfg).to(device)
     reference = to_hf(ours, attn_implementation=reference_attn)
     ids = torch.randint(0, cfg.vocab_size, (batch, context), device=device)
-    results = {"ours": measure(_ours(ours), ids, new_tokens, warmup, repeats),
-               "reference": measure(_reference(reference), ids, new_tokens, warmup, repeats)}  # fmt: skip
-    return {phase: {**{k: v[phase] for k, v in results.items()},
-                    "ratio": results["ours"][phase]["tokens_per_s"] / results["reference"][phase]["tokens_per_s"]}
+    results = measure({"ours": _ours(ours), "reference": _reference(reference)}, ids, new_tokens, warmup, repeats)
+    ours_, ref = results["ours"], results["reference"]
+    return {phase: {"ours": ours_[phase], "reference": ref[phase],
+                    "ratio": ours_[phase]["tokens_per_s"] / ref[phase]["tokens_per_s"],
+                    "cpu_ratio": ours_[phase]["cpu_tokens_per_s"] / ref[phase]["cpu_tokens_per_s"]}
             for phase in PHASES}  # fmt: skip
 
 
@@ -177,13 +205,11 @@ def compare_paths(cfg: ModelConfig, batch: int, context: int, warmup: int, repea
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     ids = torch.randint(0, cfg.vocab_size, (batch, context), device=device)
-    out: dict[str, Any] = {}
-    for path in ("auto", "dense", "flex"):
-        if path == "flex" and device.type != "cuda":
-            out[path] = "unavailable (flex_attention is only compiled on CUDA; on CPU it runs as an eager reference)"
-            continue
-        with attention_path(path):
-            out[path] = measure(_ours(model), ids, 1, warmup, repeats, phases=("train", "prefill"))
+    paths = ("auto", "dense", "flex") if device.type == "cuda" else ("auto", "dense")
+    out: dict[str, Any] = measure({path: _in_path(_ours(model), path) for path in paths}, ids, 1, warmup, repeats,
+                                  phases=("train", "prefill"))  # fmt: skip
+    if device.type != "cuda":
+        out["flex"] = "unavailable (flex_attention is only compiled on CUDA; on CPU it runs as an eager reference)"
     return out
 
 
@@ -196,56 +222,98 @@ def context_scaling(cfg: ModelConfig, contexts: list[int], window: int, warmup: 
     rows = []
     for context in contexts:
         ids = torch.randint(0, cfg.vocab_size, (1, context), device=device)
-        seconds = median_seconds(_phase_setups(runner, ids, 0)["prefill"], warmup, repeats, device)
-        rows.append({"context": context, "tokens_per_s": context / seconds,
+        wall, cpu = median_seconds({"ours": _phase_setups(runner, ids, 0)["prefill"]}, warmup, repeats, device)["ours"]
+        rows.append({"context": context, "tokens_per_s": context / wall, "cpu_tokens_per_s": context / cpu,
                      "flops_per_token": forward_flops(cfg, context) / context})  # fmt: skip
     return rows
 
 
 # command line --------------------------------------------------------------------------------------------------
+def benchmark_config(preset: str, context: int | None, window: int | None) -> ModelConfig:
+    """The preset with the compared sequence length and local window; max_seq_len grows to the context (it sets
+    no RoPE scaling on these presets, so the computation is the preset's)."""
+    cfg = get_preset(preset)
+    cfg = cfg.replace(window=window) if window is not None else cfg
+    return cfg.replace(max_seq_len=max(cfg.max_seq_len, context)) if context is not None else cfg
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    for name in ("batch", "context", "window", "steps", "new_tokens", "sweep_window"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"{name}: got {getattr(args, name)}; allowed: an int >= 1")
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = get_preset(args.preset)
+    cfg = benchmark_config(args.preset, args.context, args.window)
     context = args.context or cfg.max_seq_len
     warnings.filterwarnings("ignore", module="torch.nn.attention")  # flex's eager-mode notice
-    return {
+    out = {
         "preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__,
         "transformers": transformers.__version__, "batch": args.batch, "context": context,
-        "steps": args.steps, "warmup": args.warmup, "new_tokens": args.new_tokens,
-        "params": sum(p.numel() for p in build_model(cfg).parameters()),
-        "reference": compare_reference(cfg, args.batch, context, args.new_tokens, args.warmup, args.steps, device),
-        "paths": compare_paths(cfg, args.batch, context, args.warmup, args.steps, device),
-        "scaling": {"window": args.window,
-                    "rows": context_scaling(cfg, args.sweep, args.window, args.warmup, args.steps, device)},
+        "layer_pattern": cfg.layer_pattern, "window": cfg.window, "steps": args.steps, "warmup": args.warmup,
+        "new_tokens": args.new_tokens, "params": sum(p.numel() for p in build_model(cfg).parameters()),
     }  # fmt: skip
+    if "reference" in args.sections:
+        out["reference"] = compare_reference(cfg, args.batch, context, args.new_tokens, args.warmup, args.steps, device)
+    if "paths" in args.sections:
+        out["paths"] = compare_paths(cfg, args.batch, context, args.warmup, args.steps, device)
+    if "scaling" in args.sections:
+        rows = context_scaling(cfg, args.sweep, args.sweep_window, args.warmup, args.steps, device)
+        out["scaling"] = {"window": args.sweep_window, "rows": rows}
+    out["load_average_end"] = os.getloadavg()
+    return out
 
 
 def print_report(r: dict[str, Any]) -> None:
     print(
-        f"{r['preset']} ({r['params'] / 1e6:.2f}M params), batch {r['batch']} x context {r['context']:,}, "
-        f"device {r['device']}, {r['threads']} threads, torch {r['torch']}, transformers {r['transformers']}, "
-        f"load average {r['load_average'][0]:.2f} at start; median of {r['steps']} after {r['warmup']} warmup"
+        f"{r['preset']} ({r['params'] / 1e6:.2f}M params, {r['layer_pattern']}, window {r['window']:,}), "
+        f"batch {r['batch']} x context {r['context']:,}, device {r['device']}, {r['threads']} threads, "
+        f"torch {r['torch']}, transformers {r['transformers']}, load average {r['load_average'][0]:.2f} at start, "
+        f"{r['load_average_end'][0]:.2f} at end; median of {r['steps']} after {r['warmup']} warmup"
     )
-    print("\nours vs transformers Gemma3ForCausalLM (sdpa), same config and weights; peak MB: torch tensor memory")
+    if "reference" in r:
+        _print_reference(r["reference"], cpu=r["device"] == "cpu")
+    if "paths" in r:
+        _print_paths(r["paths"])
+    if "scaling" in r:
+        _print_scaling(r["scaling"], cpu=r["device"] == "cpu")
+
+
+def _print_reference(reference: dict[str, Any], cpu: bool) -> None:
+    print("\nours vs transformers Gemma3ForCausalLM (sdpa), same config and weights, timed in turns; tok/s by wall "
+          f"time{'; ours/ref by CPU time too' if cpu else ''}; peak MB: torch tensor memory")  # fmt: skip
     rows = [[phase, f"{v['ours']['tokens_per_s']:,.0f}", f"{v['reference']['tokens_per_s']:,.0f}", f"{v['ratio']:.2f}x",
-             f"{v['ours']['peak_mb']:,.1f}", f"{v['reference']['peak_mb']:,.1f}"]
-            for phase, v in r["reference"].items()]  # fmt: skip
-    print_table(["phase", "ours tok/s", "ref tok/s", "ours/ref", "ours peak MB", "ref peak MB"], rows)
+             *([f"{v['cpu_ratio']:.2f}x"] if cpu else []), f"{v['ours']['peak_mb']:,.1f}",
+             f"{v['reference']['peak_mb']:,.1f}"]
+            for phase, v in reference.items()]  # fmt: skip
+    header = ["phase", "ours tok/s", "ref tok/s", "ours/ref", *(["ours/ref CPU"] if cpu else []), "ours peak MB",
+              "ref peak MB"]  # fmt: skip
+    print_table(header, rows)
+
+
+def _print_paths(paths: dict[str, Any]) -> None:
     print("\nour attention paths (train step and prefill)")
-    rows = [[path, v, "", "", ""] if isinstance(v, str) else
-            [path, *(f"{v[p]['tokens_per_s']:,.0f}" for p in ("train", "prefill")),
+    rows = [[path, *(f"{v[p]['tokens_per_s']:,.0f}" for p in ("train", "prefill")),
              *(f"{v[p]['peak_mb']:,.1f}" for p in ("train", "prefill"))]
-            for path, v in r["paths"].items()]  # fmt: skip
+            for path, v in paths.items() if not isinstance(v, str)]  # fmt: skip
     print_table(["path", "train tok/s", "prefill tok/s", "train peak MB", "prefill peak MB"], rows)
-    s = r["scaling"]
-    print(f"\nprefill vs context, 5:1 local:global, window {s['window']:,}, batch 1 (cost/token relative to the first)")
+    for path, v in paths.items():
+        if isinstance(v, str):
+            print(f"{path}: {v}")
+
+
+def _print_scaling(s: dict[str, Any], cpu: bool) -> None:
+    """Cost per token relative to the first context: by CPU time on CPU (one thread: robust to other jobs)."""
+    key = "cpu_tokens_per_s" if cpu else "tokens_per_s"
+    print(f"\nprefill vs context, 5:1 local:global, window {s['window']:,}, batch 1 (cost/token relative to the first"
+          f"{', by CPU time' if cpu else ''})")  # fmt: skip
     first = s["rows"][0]
-    rows = [[f"{row['context']:,}", f"{row['tokens_per_s']:,.0f}", f"{first['tokens_per_s'] / row['tokens_per_s']:.2f}",
-             f"{row['flops_per_token'] / 1e6:,.1f}", f"{row['flops_per_token'] / first['flops_per_token']:.2f}"]
+    rows = [[f"{row['context']:,}", f"{row['tokens_per_s']:,.0f}", *([f"{row[key]:,.0f}"] if cpu else []),
+             f"{first[key] / row[key]:.2f}", f"{row['flops_per_token'] / 1e6:,.1f}",
+             f"{row['flops_per_token'] / first['flops_per_token']:.2f}"]
             for row in s["rows"]]  # fmt: skip
-    print_table(["context", "tok/s", "time/token", "MFLOP/token", "FLOP/token"], rows)
+    header = ["context", "tok/s", *(["CPU tok/s"] if cpu else []), "time/token", "MFLOP/token", "FLOP/token"]
+    print_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -253,11 +321,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--preset", default="small", choices=list_presets())
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--context", type=int, default=None, help="tokens per sequence (default: max_seq_len)")
+    parser.add_argument("--window", type=int, default=None, help="local window of the compared model (default: "
+                        "the preset's)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=5, help="timed repeats per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32, help="decode steps per timed call")
     parser.add_argument("--sweep", type=int, nargs="+", default=list(SWEEP), help="contexts for the prefill sweep")
-    parser.add_argument("--window", type=int, default=1024, help="local window of the prefill sweep's model")
+    parser.add_argument("--sweep-window", type=int, default=1024, help="local window of the prefill sweep's model")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help=f"small settings for tests: {QUICK}")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

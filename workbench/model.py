@@ -65,6 +65,7 @@ class Transformer(nn.Module):
         )
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.register_buffer("embed_multiplier", torch.tensor(math.sqrt(cfg.d_model)), persistent=False)
+        self.logit_probe = None  # a `training.stability.LogitProbe` on monitored steps only
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -112,6 +113,8 @@ class Transformer(nn.Module):
             x = block(x, positions, cache.layers[i] if cache is not None else None)
         x = self.final_norm(x)
         logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
+        if self.logit_probe is not None:
+            self.logit_probe(logits)
         if self.cfg.final_softcap is not None:
             logits = self.cfg.final_softcap * torch.tanh(logits / self.cfg.final_softcap)
         return logits

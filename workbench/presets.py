@@ -37,6 +37,11 @@ PRESETS: dict[str, ModelConfig] = {
                         window=64, max_seq_len=256),
     "small": ModelConfig(**_SMALL_GEMMA3, d_model=256, n_layers=12, n_heads=4, n_kv_heads=2, mlp_hidden=1024,
                          window=128, max_seq_len=512),
+    # GPU benchmark size (GPT-2-small class, 125M): 10 local + 2 global layers, byte vocabulary like `tiny`/`small`
+    # so it trains on the offline corpora with no tokenizer; every parameter sits in the layers ablations vary.
+    # head_dim 768 / 12 = 64 and widths in multiples of 64 suit flash/flex kernels and tensor cores.
+    "base125m": ModelConfig(**_SMALL_GEMMA3, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, mlp_hidden=3840,
+                            window=512, max_seq_len=2048),
     # Llama-style counterpart of `small`: pre-norm, SwiGLU, all global, no caps, no QK-norm, untied head
     "llama-small": ModelConfig(vocab_size=264, d_model=256, n_layers=12, n_heads=4, n_kv_heads=2, mlp_hidden=1024,
                                max_seq_len=512, mlp="swiglu", norm="rmsnorm", norm_placement="pre",

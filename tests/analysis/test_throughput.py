@@ -1,5 +1,6 @@
 import json
 import math
+import time
 import warnings
 
 import pytest
@@ -18,14 +19,16 @@ def test_quick_mode_runs_both_models_and_every_cpu_path(capsys):
     assert {"device", "threads", "load_average", "params", "reference", "paths", "scaling"} <= set(r)
     assert set(r["reference"]) == set(throughput.PHASES)
     for phase in r["reference"].values():
-        assert math.isfinite(phase["ratio"]) and phase["ratio"] > 0
+        assert all(math.isfinite(phase[k]) and phase[k] > 0 for k in ("ratio", "cpu_ratio"))
         for model in ("ours", "reference"):
-            assert phase[model]["tokens_per_s"] > 0 and phase[model]["peak_mb"] > 0
+            assert all(phase[model][k] > 0 for k in ("tokens_per_s", "cpu_tokens_per_s", "peak_mb"))
     for path in ("auto", "dense"):
         assert all(r["paths"][path][p]["tokens_per_s"] > 0 for p in ("train", "prefill"))
     assert "unavailable" in r["paths"]["flex"]
     assert [row["context"] for row in r["scaling"]["rows"]] == throughput.QUICK["sweep"]
-    assert all(row["tokens_per_s"] > 0 and row["flops_per_token"] > 0 for row in r["scaling"]["rows"])
+    assert all(
+        row[k] > 0 for row in r["scaling"]["rows"] for k in ("tokens_per_s", "cpu_tokens_per_s", "flops_per_token")
+    )
 
 
 @pytest.mark.parametrize("softcap", [False, True])
@@ -54,3 +57,40 @@ def test_attention_path_restores_and_rejects_unknown_names():
     assert attention._path == "auto"
     with pytest.raises(ValueError, match="allowed: auto, dense, flex"), attention_path("sparse"):
         pass
+
+
+def test_window_context_and_sections_reach_the_compared_models(monkeypatch, capsys):
+    """`--window` sets the compared model's local window (here: blocked path, blocks of 32); `--sections` a subset."""
+    windows, original = [], attention.attend_blocked_local
+    monkeypatch.setattr(attention, "attend_blocked_local", lambda *a: windows.append(a[3]) or original(*a))
+    r = throughput.main(["--quick", "--threads", "1", "--window", "32", "--sections", "reference"])
+    assert (r["window"], r["context"], r["batch"]) == (32, 128, 2) and not {"paths", "scaling"} & set(r)
+    assert windows and set(windows) == {32}
+    assert "ours/ref" in capsys.readouterr().out
+
+
+def test_benchmark_config_grows_max_seq_len_only():
+    tiny = get_preset("tiny")
+    cfg = throughput.benchmark_config("tiny", 4 * tiny.max_seq_len, 16)
+    assert (cfg.max_seq_len, cfg.window) == (4 * tiny.max_seq_len, 16)
+    assert cfg.replace(max_seq_len=tiny.max_seq_len, window=tiny.window) == tiny
+    assert throughput.benchmark_config("tiny", None, None) == tiny
+
+
+@pytest.mark.parametrize("flag", ["--window", "--context", "--batch"])
+def test_non_positive_sizes_are_rejected(flag):
+    with pytest.raises(ValueError, match=f"{flag[2:]}: got 0"):
+        throughput.main([flag, "0", "--sections", "reference"])
+
+
+def test_closures_are_timed_in_turns_by_wall_and_cpu_time():
+    """Turns put a shared machine's changing load on every compared model alike; CPU time leaves waiting out."""
+    calls = []
+
+    def setup(name, seconds):
+        return lambda: lambda: calls.append(name) or time.sleep(seconds)
+
+    out = throughput.median_seconds({"a": setup("a", 0.0), "b": setup("b", 0.05)}, 1, 2, torch.device("cpu"))
+    assert calls == ["a", "b"] * 3
+    wall, cpu = out["b"]
+    assert wall >= 0.05 and cpu < 0.03 and out["a"][0] < wall

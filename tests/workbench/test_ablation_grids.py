@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import pandas as pd
 import pytest
@@ -10,11 +11,13 @@ from analysis.kv_cache import kv_cache_bytes
 from analysis.params import count_params
 from analysis.report import report
 from tests.workbench.train_helpers import compose_cfg, run_cli
+from workbench import train
 from workbench.config import ModelConfig
 from workbench.training.dry_run import dry_run
 from workbench.training.grid import ABLATIONS_DIR, resolve_arm
 
 GRIDS = sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+RUN_ID = re.compile(r"(.+)_s\d+_[0-9a-f]{10}")  # <arm>_s<seed>_<hash>
 
 
 def _results(sweep_dir):
@@ -74,6 +77,29 @@ def test_dry_run_prints_params_and_kv_bytes_of_each_arm_and_reports_invalid_ones
     assert "INVALID arm bad: n_kv_heads: got 3" in printed and "allowed" in printed
     assert "grid total: 6 runs" in printed
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def token_cache(tmp_path_factory):
+    """One stdlib token cache for every grid of this module."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
+@pytest.mark.parametrize("grid", [g for g in GRIDS if g != "local_global_ratio"])  # that one: the joblib test above
+def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_cache, monkeypatch):
+    """The CLI entry point in this process (Hydra's basic launcher runs the jobs here): no second torch import."""
+    sweep = tmp_path / grid
+    monkeypatch.setattr(sys, "argv", ["workbench.train", "--multirun", f"+ablation={grid}", "ablation.quick=true",
+                                      "ablation.quick_seeds=[0]", "trainer.peak_flops=1e11",
+                                      f"hydra.sweep.dir={sweep}", f"data.cache_dir={token_cache}"])  # fmt: skip
+    train.main()
+    results = _results(sweep)
+    arms = compose_cfg([f"+ablation={grid}", "ablation.quick=true"], None).ablation.arms
+    assert sorted(RUN_ID.fullmatch(name).group(1) for name in results) == sorted(arms)
+    assert all(r["status"] == "completed" for r in results.values()), {n: r["error"] for n, r in results.items()}
+    summary = report(sweep)
+    assert sorted(summary["arm"]) == sorted(arms) and summary["n"].eq(1).all() and summary["mean"].notna().all()
+    assert (sweep / "summary.md").is_file() and (sweep / "loss_curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("grid", [g for g in GRIDS if g != "local_global_ratio"])

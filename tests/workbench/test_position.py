@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import Gemma3TextConfig
@@ -65,3 +67,47 @@ def test_partial_rotary_leaves_the_rest_untouched():
 def test_bad_scaling_type():
     with pytest.raises(ValueError, match=r"^rope_scaling_type: got 'dynamic'"):
         BASE.replace(rope_scaling_type="dynamic")
+
+
+# What each method promises for the rotations it applies on a global layer (head_dim 32: pair i is dims i, i + 16)
+def _rope(**changes):
+    return build_model(BASE.replace(rope_base_global=1e4, **changes)).blocks[0].attn.rope
+
+
+def _rotate(rope, positions):
+    q = torch.linspace(-1, 1, 4 * len(positions) * 32).reshape(1, 4, len(positions), 32)
+    return rope(q, q[:, :2], torch.tensor(positions))[0]
+
+
+def _pairs(indices):
+    return [*indices, *(i + 16 for i in indices)]
+
+
+def test_linear_puts_each_extended_position_where_the_original_was():
+    plain, linear = _rope(), _rope(rope_scaling_type="linear", rope_scaling_global=4.0)
+    torch.testing.assert_close(_rotate(linear, [0, 4, 40, 124]), _rotate(plain, [0, 1, 10, 31]), rtol=0, atol=0)
+    assert not torch.allclose(_rotate(linear, [5]), _rotate(plain, [5]))  # no promise inside the original context
+
+
+def test_ntk_keeps_the_fastest_pair_and_interpolates_the_slowest():
+    plain, ntk = _rope(), _rope(rope_scaling_type="ntk", rope_scaling_global=4.0)
+    positions = [0, 3, 17, 31]
+    fast, slow, middle = _pairs([0]), _pairs([15]), _pairs([8])
+    assert torch.equal(_rotate(ntk, positions)[..., fast], _rotate(plain, positions)[..., fast])
+    extended = [4 * p for p in positions]
+    torch.testing.assert_close(_rotate(ntk, extended)[..., slow], _rotate(plain, positions)[..., slow])
+    assert not torch.allclose(_rotate(ntk, positions)[..., middle], _rotate(plain, positions)[..., middle])
+
+
+def test_yarn_keeps_fast_dims_unchanged_within_the_original_context_up_to_its_scale():
+    # base 1e4, original context 4096: pairs 0-5 turn > 32 times within it (kept), pairs >= 12 < once (interpolated)
+    plain, yarn = _rope(), _rope(rope_scaling_type="yarn", rope_scaling_global=4.0, rope_original_context=4096)
+    scale = yarn.multiplier
+    assert scale == pytest.approx(0.1 * math.log(4.0) + 1)
+    positions = [0, 1, 100, 1000, 4095]
+    fast, slow = _pairs(range(6)), _pairs(range(12, 16))
+    torch.testing.assert_close(_rotate(yarn, positions)[..., fast], scale * _rotate(plain, positions)[..., fast])
+    extended = [4 * p for p in positions]
+    torch.testing.assert_close(_rotate(yarn, extended)[..., slow], scale * _rotate(plain, positions)[..., slow])
+    ramp = _pairs(range(6, 12))
+    assert not torch.allclose(_rotate(yarn, positions)[..., ramp], scale * _rotate(plain, positions)[..., ramp])

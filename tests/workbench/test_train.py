@@ -47,11 +47,15 @@ def test_offline_wandb_writes_its_run_under_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose_cfg(["logger=wandb", "logger.group=g1", "logger.tags=[a,b]", "trainer.max_steps=2",
                        "trainer.val_check_interval=2", *FAST], tmp_path / "cache")  # fmt: skip
-    results = run(cfg, tmp_path / "run")
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
-    assert results["wandb"] and str(tmp_path / "run") in results["wandb"]
-    assert (tmp_path / "run" / "metrics.csv").is_file()
+    ids = []
+    for name in ("run", "next"):  # two runs in one process, as a grid worker runs its jobs: one W&B run each
+        results = run(cfg, tmp_path / name)
+        runs = list((tmp_path / name / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+        assert results["wandb"] and str(tmp_path / name) in results["wandb"]
+        assert (tmp_path / name / "metrics.csv").is_file()
+        ids.append(runs[0].name.rsplit("-", 1)[-1])
+    assert ids[0] != ids[1]
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
@@ -85,13 +89,34 @@ def test_tiny_beats_the_unigram_byte_entropy_of_the_val_split(tmp_path):
     assert results["val_bpb"] < entropy, (results["val_bpb"], entropy)
 
 
+# A 2-layer Gemma-shaped tiny model on MQAR. init_std=0.1, not the preset's 0.02: from 0.02 the attention logits start
+# near zero and the recall circuit (a previous-token head feeding a key-matching head) sits for > 1,000 steps on the
+# plateau where the model only guesses among the values in its context; from 0.1 it leaves it after 150-250 steps
+# (seeds 0-4), then reaches ~1.0 within 50. A constant lr after warmup: a cosine decay slows the escape.
+MQAR = ["model=tiny", "model.n_layers=2", "model.d_model=64", "model.mlp_hidden=128", "model.n_heads=2",
+        "model.n_kv_heads=2", "model.init_std=0.1", "data=mqar", "data.num_pairs=4", "data.num_queries=8",
+        "data.num_keys=32", "data.num_values=32", "optim.schedule=constant", "optim.warmup_steps=20",
+        "trainer.max_steps=500", "trainer.val_check_interval=500", "logger=none",
+        "trainer.progress_bar=false"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_global_attention_tiny_learns_mqar(tmp_path):
-    """Well above chance (1/32). Not yet above the 1/num_pairs a model reaches by guessing among in-context values."""
-    overrides = ["model=tiny", "model.layer_pattern=global", "model.n_layers=2", "data=mqar", "logger=none",
-                 "data.num_pairs=4", "data.num_queries=8", "data.num_keys=32", "data.num_values=32",
-                 "trainer.max_steps=300", "trainer.val_check_interval=300", "optim.warmup_steps=20",
-                 "trainer.progress_bar=false"]  # fmt: skip
-    results = run(compose_cfg(overrides, None), tmp_path / "run")
-    chance = results["data"]["chance_accuracy"]
-    assert results["val_accuracy"] > 5 * chance, results["val_accuracy"]
+    """Recall, not guessing: far above both 1 / num_values and the 1 / num_pairs of guessing among context values."""
+    results = run(compose_cfg([*MQAR, "model.layer_pattern=global"], None), tmp_path / "run")
+    chance, guess = results["data"]["chance_accuracy"], results["data"]["context_guess_accuracy"]
+    assert (chance, guess) == (1 / 32, 1 / 4)
+    assert results["val_accuracy"] > 0.9, results["val_accuracy"]
+
+
+@pytest.mark.slow
+def test_local_attention_that_cannot_see_the_pairs_only_guesses(tmp_path):
+    """The control: windows of 2 let two layers see the query, the value before it and that value's key, not the pairs.
+
+    The best such a model can do is copy that value when the key repeats (probability 1 / num_pairs) and otherwise
+    guess among the other values: the context-guessing level, however long it trains.
+    """
+    results = run(compose_cfg([*MQAR, "model.layer_pattern=local", "model.window=2"], None), tmp_path / "run")
+    guess, num_values = results["data"]["context_guess_accuracy"], round(1 / results["data"]["chance_accuracy"])
+    best_without_recall = guess + (1 - guess) / (num_values - 1)
+    assert results["val_accuracy"] < best_without_recall + 0.05, results["val_accuracy"]

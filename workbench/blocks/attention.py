@@ -80,25 +80,28 @@ def attend(
 def attend_blocked_local(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float, softcap: float | None, dropout: float
 ) -> torch.Tensor:
-    """Sliding-window attention in O(T * W): queries in blocks of W see their own and the previous key block.
+    """Sliding-window attention in O(T * W): each block of b queries sees the W + b keys that end with its own block.
 
-    Query jW + a sees key (j-1)W + b iff a < b <= a + W, which is exactly i - W < j <= i.
+    Query jb + a sees key jb - W + c iff a < c <= a + W, which is exactly i - W < j <= i; keys before position 0
+    are padding. b = W/4 where W is a multiple of 4 (else W): 1.25W keys per query instead of 2W, about 40% less
+    attention time on CPU at W = 1024 (measured: train step and forward of one layer at T = 4096).
     Blocks are folded into the batch so SDPA gets 4-D inputs: it has fused CPU/CUDA kernels for those only (5-D
     inputs fall back to the unfused math path, 2x slower forward on CPU).
     """
     B, T = q.shape[0], q.shape[-2]
-    n = -(-T // window)
-    pad = n * window - T
+    block = window // 4 if window % 4 == 0 else window
+    n = -(-T // block)
+    pad = n * block - T
 
-    def key_blocks(x: torch.Tensor) -> torch.Tensor:  # (B, h, T, d) -> (B * n, h, 2W, d)
-        x = F.pad(x, (0, 0, window, pad)).unflatten(2, (n + 1, window))
-        return torch.cat((x[:, :, :-1], x[:, :, 1:]), dim=-2).transpose(1, 2).flatten(0, 1)
+    def key_blocks(x: torch.Tensor) -> torch.Tensor:  # (B, h, T, d) -> (B * n, h, W + b, d)
+        x = F.pad(x, (0, 0, window, pad)).unfold(2, window + block, block)  # (B, h, n, d, W + b)
+        return x.permute(0, 2, 1, 4, 3).flatten(0, 1)
 
-    q_blocks = F.pad(q, (0, 0, 0, pad)).unflatten(2, (n, window)).transpose(1, 2).flatten(0, 1)
-    a = torch.arange(window, device=q.device)[:, None]
-    b = torch.arange(2 * window, device=q.device)[None, :]
-    mask = ((b > a) & (b <= a + window)).repeat(n, 1, 1)
-    mask[0, :, :window] = False  # the block before the first one is padding
+    q_blocks = F.pad(q, (0, 0, 0, pad)).unflatten(2, (n, block)).transpose(1, 2).flatten(0, 1)
+    a = torch.arange(block, device=q.device)[:, None]
+    c = torch.arange(window + block, device=q.device)[None, :]
+    first_key = torch.arange(n, device=q.device)[:, None, None] * block - window  # position of key c = 0
+    mask = (c > a) & (c <= a + window) & (first_key + c >= 0)
     out = attend(q_blocks, key_blocks(k), key_blocks(v), mask[:, None].repeat(B, 1, 1, 1), scale, softcap, dropout)
     return out.unflatten(0, (B, n)).transpose(1, 2).flatten(2, 3)[:, :, :T]
 
@@ -124,14 +127,27 @@ def _flex_block_mask(n: int, window: int | None, device: torch.device):
 def attend_flex(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, scale: float, softcap: float | None
 ) -> torch.Tensor:
-    """`flex_attention` over a sequence with no cached keys: only the blocks the window touches are computed."""
+    """`flex_attention` over a sequence with no cached keys: only the blocks the window touches are computed.
+
+    flex_attention is no autocast op: q and k (float32 after a plain RMSNorm under bf16 autocast) take v's dtype,
+    as SDPA's autocast casts them.
+    """
+    block_mask = _flex_block_mask(q.shape[-2], window, q.device)
+    flex = _flex_kernel(q.device.type)
+    score_mod = _softcap_mod(softcap) if softcap else None
+    return flex(
+        q.to(v.dtype), k.to(v.dtype), v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=True
+    )
+
+
+@functools.cache
+def _softcap_mod(softcap: float):
+    """One score_mod per cap value: the compiled kernel sees the same function every call (no recompiles)."""
 
     def capped(score, b, h, i, j):
         return softcap * torch.tanh(score / softcap)
 
-    block_mask = _flex_block_mask(q.shape[-2], window, q.device)
-    flex = _flex_kernel(q.device.type)
-    return flex(q, k, v, score_mod=capped if softcap else None, block_mask=block_mask, scale=scale, enable_gqa=True)
+    return capped
 
 
 def self_attention(
@@ -145,7 +161,7 @@ def self_attention(
     softcap: float | None,
     dropout: float,
 ) -> torch.Tensor:
-    """Pick the attention path: causal kernel or blocked window without cached keys, explicit mask otherwise.
+    """Pick the attention path: `auto_kernel`'s choice without cached keys, the explicit mask otherwise.
 
     `attention_path` overrides the choice (dense: always the explicit mask; flex: `attend_flex` without cache).
     """
@@ -155,11 +171,31 @@ def self_attention(
         return attend_flex(q, k, v, window, scale, softcap)
     # nothing cached before these tokens: keys are the queries' own positions
     if _path == "auto" and k.shape[-2] == q.shape[-2]:
-        if window is None or window >= q.shape[-2]:
+        kernel = auto_kernel(q.device.type, q.shape[-2], window, softcap, dropout)
+        if kernel == "flex":
+            return attend_flex(q, k, v, window, scale, softcap)
+        if kernel == "causal":
             return attend(q, k, v, None, scale, softcap, dropout)
-        if q.shape[-2] >= 2 * window and q.shape[-2] % window == 0:  # no padded blocks: no wasted pairs
+        if kernel == "blocked":
             return attend_blocked_local(q, k, v, window, scale, softcap, dropout)
     return attend(q, k, v, visible(q_pos, k_pos, window), scale, softcap, dropout)
+
+
+def auto_kernel(device_type: str, length: int, window: int | None, softcap: float | None, dropout: float) -> str:
+    """The kernel the auto path runs over `length` tokens with nothing cached: causal, blocked, flex or masked.
+
+    CUDA: compiled `flex_attention` for local and soft-capped layers (only the blocks the window touches; the
+    cap is a score_mod), SDPA's fused causal kernel (flash) for the other global layers; flex has no dropout, so
+    training with dropout keeps the CPU choice. CPU: SDPA causal for global layers (soft-capped ones run the
+    explicit math), the blocked O(T * W) path for local layers when the length is a multiple of the window and
+    at least twice it (no padded blocks, no wasted pairs), the explicit mask otherwise.
+    """
+    local = window is not None and window < length
+    if device_type == "cuda" and not dropout and (local or softcap is not None):
+        return "flex"
+    if not local:
+        return "causal"
+    return "blocked" if length >= 2 * window and length % window == 0 else "masked"
 
 
 @ATTENTION.register("mha")
@@ -184,6 +220,7 @@ class MultiHeadAttention(nn.Module):
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
             self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
         self.rope = POSITION.build(cfg.position, int(self.head_dim * cfg.rope_fraction), cfg, local)
+        self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
@@ -201,6 +238,8 @@ class MultiHeadAttention(nn.Module):
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(k, v)
+        if self.probe is not None:
+            self.probe(q, k, positions, k_pos, self.window, self.scale)
         dropout = self.dropout if self.training else 0.0
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

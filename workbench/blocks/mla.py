@@ -42,6 +42,7 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
             self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
         self.rope = POSITION.build(cfg.position, self.rope_dim, cfg, local)
+        self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         capacity = max_len if self.window is None else min(self.window, max_len)
@@ -65,6 +66,8 @@ class MultiHeadLatentAttention(nn.Module):
             q_nope, k_nope = self.q_norm(q_nope), self.k_norm(k_nope)
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.expand(B, self.n_heads, Tk, self.rope_dim)), dim=-1)
+        if self.probe is not None:
+            self.probe(q, k, positions, k_pos, self.window, self.scale)
         dropout = self.dropout if self.training else 0.0
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

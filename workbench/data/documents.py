@@ -28,16 +28,25 @@ def split(docs: list[Document], val_fraction: float) -> tuple[list[Document], li
     return train, val
 
 
-def read_files(path: Path, pattern: str, exclude: frozenset[str] = frozenset()) -> list[Document]:
+def list_files(path: Path, pattern: str, exclude: frozenset[str] = frozenset()) -> list[Path]:
     """A file, or every file under a folder matching `pattern` (sorted) whose relative path avoids `exclude` parts."""
     if not path.exists():
-        raise FileNotFoundError(f"data.path: {path} does not exist")
+        raise FileNotFoundError(f"data.path: got {str(path)!r}, which does not exist; allowed: a text file or a folder")
     if path.is_file():
-        return [Document(path.name, path.read_bytes())]
+        return [path]
     files = sorted(p for p in path.rglob(pattern) if p.is_file() and not exclude & set(p.relative_to(path).parts))
     if not files:
-        raise FileNotFoundError(f"data.path: no files matching {pattern!r} under {path}")
-    return [Document(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
+        raise FileNotFoundError(
+            f"data.path: got {str(path)!r}, a folder with no files matching data.glob={pattern!r}; "
+            "allowed: a text file or a folder holding such files"
+        )
+    return files
+
+
+def read_files(path: Path, pattern: str, exclude: frozenset[str] = frozenset()) -> list[Document]:
+    """The documents `list_files` finds, named by their path relative to `path` (a single file: its name)."""
+    return [Document(p.relative_to(path).as_posix() if p != path else p.name, p.read_bytes())
+            for p in list_files(path, pattern, exclude)]  # fmt: skip
 
 
 def content_hash(docs: list[Document]) -> str:

@@ -18,7 +18,8 @@ from workbench.presets import PRESETS
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
-NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar", "data.cache_dir", "ablation")
+NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar", "trainer.monitor_every",
+                "data.cache_dir", "distill.cache_dir", "ablation")
 
 
 def resolve_arm(cfg: DictConfig) -> DictConfig:
@@ -33,7 +34,8 @@ def resolve_arm(cfg: DictConfig) -> DictConfig:
     quick = dict(a.quick_overrides) if a.quick else {}
     if "model" in quick:
         out.model = PRESETS[quick.pop("model")].to_dict()
-    for key, value in [*quick.items(), *a.arms[a.arm].items()]:
+    arm = OmegaConf.to_container(a.arms[a.arm], resolve=False)  # interpolations resolve after quick mode applies
+    for key, value in [*quick.items(), *arm.items()]:
         OmegaConf.update(out, key, value, merge=False, force_add=True)
     if "logger" in out:  # on W&B a grid is one group, and an arm's seeds share a job type
         out.logger.group = out.logger.get("group") or a.name

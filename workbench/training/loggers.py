@@ -49,6 +49,10 @@ def build_loggers(
         raise ValueError(f"logger.kind: got {cfg['kind']!r}; allowed: {', '.join(KINDS)}")
     loggers: list[Logger] = [csv_logger(run_dir, resume_step)]
     if cfg["kind"] == "wandb":
+        import wandb as wandb_sdk
+
+        if wandb_sdk.run is not None:  # a grid worker's previous job: Lightning would log this run into it
+            wandb_sdk.finish()
         run_id = _previous_wandb_id(run_dir) if resume_step is not None else None
         wandb = WandbLogger(
             project=cfg["project"], group=cfg["group"], job_type=cfg["job_type"], name=cfg["name"] or run_dir.name,

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import measure_flops
-from lightning.pytorch.utilities import grad_norm
 
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.model import build_model
+from workbench.training.checkpoints import MODEL_CONFIG_KEY
 from workbench.training.optim import build_optimizer
+from workbench.training.strategy import fully_shard_model, total_grad_norm
+
+if TYPE_CHECKING:
+    from workbench.training.distillation import Distiller
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or inf training loss; `step` is the optimiser step it appeared at (results.json's `failed_step`)."""
+
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(f"train loss is {loss} at step {step}")
+        self.step = step
 
 
 class LMModule(L.LightningModule):
@@ -26,9 +38,11 @@ class LMModule(L.LightningModule):
         optim_cfg: Mapping[str, Any],
         token_bytes: np.ndarray | None = None,
         compile: bool = False,
+        distiller: Distiller | None = None,
     ) -> None:
         super().__init__()
         self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
+        self.distiller = distiller  # a plain object: its teacher is neither saved, counted nor optimised
         self.model = build_model(model_cfg)
         self.register_buffer(
             "token_bytes", None if token_bytes is None else torch.as_tensor(token_bytes), persistent=False
@@ -38,6 +52,8 @@ class LMModule(L.LightningModule):
         self._val_sums: dict[str, float] = {}
 
     def configure_model(self) -> None:
+        if self._device_mesh is not None:  # set by ModelParallelStrategy: trainer.strategy=fsdp2
+            fully_shard_model(self.model, self._device_mesh["data_parallel"])
         if self.compile:
             self.model = torch.compile(self.model)
 
@@ -54,21 +70,34 @@ class LMModule(L.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none"), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        losses, _ = self._losses(batch)
+        losses, logits = self._losses(batch)
         loss = losses.sum() / (batch[1] != IGNORE).sum().clamp(min=1)
+        if self.distiller is not None:
+            kd = self.distiller.kd_loss(logits, *batch)
+            self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
+            loss = self.distiller.mix(kd, loss)
         self.last_train_loss = loss.item()
         if not math.isfinite(self.last_train_loss):  # fail the run now: an ablation grid records it and goes on
-            raise FloatingPointError(f"train loss is {self.last_train_loss} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True)
+            raise NonFiniteLossError(self.last_train_loss, self.global_step)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean under DDP/FSDP
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # the accumulated gradient, before clipping
-        self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+        self.log("train/grad_norm", total_grad_norm(self.model))
+
+    def on_fit_start(self) -> None:
+        if self.distiller is not None:
+            self.distiller.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CONFIG_KEY] = self.model_cfg.to_dict()  # a checkpoint rebuilds its model on its own
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {"nats": 0.0, "targets": 0.0, "correct": 0.0, "bytes": 0.0}
+        self._val_sums = {"nats": 0.0, "targets": 0.0, "correct": 0.0, "bytes": 0.0, "kd_nats": 0.0}
+        if self.distiller is not None:
+            self.distiller.to(self.device)  # also for trainer.validate outside fit
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         losses, logits = self._losses(batch)
@@ -80,6 +109,8 @@ class LMModule(L.LightningModule):
         s["correct"] += (logits.flatten(0, 1).argmax(-1)[mask] == y[mask]).sum().item()
         if self.token_bytes is not None:
             s["bytes"] += self.token_bytes[y[mask]].sum().item()
+        if self.distiller is not None:  # the full cross-entropy to the teacher: the same for every k
+            s["kd_nats"] += self.distiller.full_kd_sum(logits, *batch).item()
 
     def on_validation_epoch_end(self) -> None:
         """Sums over the whole fixed validation budget, so every arm is scored on the same tokens."""
@@ -88,6 +119,8 @@ class LMModule(L.LightningModule):
         self.log("val/accuracy", s["correct"] / max(1, s["targets"]))
         if s["bytes"]:
             self.log("val/bpb", s["nats"] / math.log(2) / s["bytes"], prog_bar=True)
+        if self.distiller is not None:
+            self.log("val/kd_loss", s["kd_nats"] / max(1, s["targets"]))
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self.model, self.optim_cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 VERSION_BASE = "1.3"
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -39,7 +39,7 @@ def _check_path(cfg: DictConfig, key: str) -> None:
         where = ".".join(parts[:i]) or "the top level"
         if not isinstance(node, DictConfig):
             raise UnknownKeyError(f"unknown config key {key!r}: {where} is a value, not a group of keys")
-        if part not in node:
+        if part not in set(node):  # `in node` is False for a mandatory `???` value, such as data.path
             allowed = ", ".join(sorted(str(k) for k in node))
             raise UnknownKeyError(f"unknown config key {key!r}: no {part!r} in {where}; allowed keys: {allowed}")
-        node = node[part]
+        node = None if OmegaConf.is_missing(node, part) else node[part]  # a `???` leaf is a value still unset

@@ -1,0 +1,56 @@
+"""Rebuild a trained `Transformer` from a workbench run: its Lightning checkpoint plus the run's model config.
+
+One loader for everything that starts from trained weights (a distillation teacher, a context-extension stage).
+A checkpoint written by `LMModule` holds the model config under `model_config`; older ones fall back to the run
+dir's config.yaml (`<run dir>/checkpoints/<name>.ckpt` -> `<run dir>/config.yaml`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from workbench.config import ModelConfig
+from workbench.model import Transformer, build_model
+from workbench.training.results import CONFIG_FILE
+
+CHECKPOINTS = "checkpoints"
+MODEL_CONFIG_KEY = "model_config"  # LMModule.on_save_checkpoint stores ModelConfig.to_dict() here
+_PREFIXES = ("model._orig_mod.", "model.")  # LMModule's attribute, with torch.compile's wrapper when compiled
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file as is; a run dir: its checkpoints/last.ckpt."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINTS / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: {path} does not exist (give a .ckpt file or a run dir that has one)")
+    return path
+
+
+def model_config_of(ckpt: dict[str, Any], ckpt_path: Path) -> ModelConfig:
+    """The model config stored in the checkpoint, else the run's config.yaml beside its checkpoints dir."""
+    if MODEL_CONFIG_KEY in ckpt:
+        return ModelConfig.from_dict(ckpt[MODEL_CONFIG_KEY])
+    config = ckpt_path.parent.parent / CONFIG_FILE
+    if not config.is_file():
+        raise FileNotFoundError(f"checkpoint: {ckpt_path} stores no model config and {config} does not exist")
+    return ModelConfig.from_dict(OmegaConf.to_container(OmegaConf.load(config).model, resolve=True))
+
+
+def load_model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Transformer:
+    """The trained model of a run dir or `.ckpt` file, weights loaded strictly, in eval mode."""
+    ckpt_path = checkpoint_file(path)
+    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    model = build_model(model_config_of(ckpt, ckpt_path))
+    state = {}
+    for key, value in ckpt["state_dict"].items():
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            state[key.removeprefix(prefix)] = value
+    model.load_state_dict(state, strict=True)
+    return model.eval()
