@@ -19,7 +19,7 @@ run: setup
 	$(PY) -m analysis.kv_cache --all --context 32768
 	$(PY) -m workbench.train --multirun +ablation=local_global_ratio experiment=grid_cpu 'ablation.seeds=[0]' \
 		hydra/launcher=joblib
-	$(PY) -m analysis.report multirun/local_global_ratio
+	$(PY) -m analysis.report multirun/main_local_global_ratio
 
 lint: setup
 	$(PY) -m ruff check .

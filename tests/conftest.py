@@ -5,6 +5,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import logging
+
 import pytest
 import torch
 
@@ -14,3 +16,14 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _drop_handlers_on_closed_streams():
+    """In-process Hydra and Lightning runs attach log handlers to a test's captured stream, closed after that test:
+    a later test's log line would print a 'Logging error' traceback into its own captured output."""
+    loggers = [logging.root, *(g for g in logging.Logger.manager.loggerDict.values() if isinstance(g, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers[:]:
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+                logger.removeHandler(handler)

@@ -19,7 +19,7 @@ from workbench.presets import PRESETS
 ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
 NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar", "trainer.monitor_every",
-                "data.cache_dir", "distill.cache_dir", "ablation")
+                "data.cache_dir", "distill.cache_dir", "ablation")  # fmt: skip
 
 
 def resolve_arm(cfg: DictConfig) -> DictConfig:

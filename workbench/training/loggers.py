@@ -23,7 +23,8 @@ def csv_logger(run_dir: Path, resume_step: int | None) -> CSVLogger:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             header = list(reader.fieldnames or [])
-            kept = [row for row in reader if row.get("step") and int(float(row["step"])) <= resume_step]
+            # a row's step counts the batches stepped before it: rows at resume_step and later come again
+            kept = [row for row in reader if row.get("step") and int(float(row["step"])) < resume_step]
     logger = CSVLogger(save_dir=run_dir, name="", version="")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Experiment logs directory")
@@ -49,10 +50,7 @@ def build_loggers(
         raise ValueError(f"logger.kind: got {cfg['kind']!r}; allowed: {', '.join(KINDS)}")
     loggers: list[Logger] = [csv_logger(run_dir, resume_step)]
     if cfg["kind"] == "wandb":
-        import wandb as wandb_sdk
-
-        if wandb_sdk.run is not None:  # a grid worker's previous job: Lightning would log this run into it
-            wandb_sdk.finish()
+        finish_wandb()  # a grid worker's previous job, if it ended without: Lightning would log into its run
         run_id = _previous_wandb_id(run_dir) if resume_step is not None else None
         wandb = WandbLogger(
             project=cfg["project"], group=cfg["group"], job_type=cfg["job_type"], name=cfg["name"] or run_dir.name,
@@ -61,6 +59,15 @@ def build_loggers(
         )  # fmt: skip
         loggers.append(wandb)
     return loggers
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """End this process's W&B run, if any: Lightning's WandbLogger never does, so the run's log stays open and a
+    later run in the same process (a grid worker's next job) would log into it."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def wandb_location(loggers: list[Logger]) -> str | None:

@@ -21,7 +21,7 @@ from workbench.data.datamodule import BundleDataModule
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
 from workbench.training.distillation import build_distiller, check_distill
 from workbench.training.init_from import init_checkpoint, load_weights
-from workbench.training.loggers import build_loggers, wandb_location
+from workbench.training.loggers import build_loggers, finish_wandb, wandb_location
 from workbench.training.module import LMModule
 from workbench.training.results import CONFIG_FILE, RESULTS_FILE, environment, git_state, write_json_atomic
 from workbench.training.stability import StabilityMonitor
@@ -52,7 +52,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                   "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - start}  # fmt: skip
         if rank_zero_only.rank == 0:
             write_json_atomic(run_dir / RESULTS_FILE, failed)
+        finish_wandb(exit_code=1)
         raise
+    finish_wandb()
     results["wall_time_s"] = time.perf_counter() - start
     if rank_zero_only.rank == 0:
         write_json_atomic(run_dir / RESULTS_FILE, results)
