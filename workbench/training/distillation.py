@@ -10,7 +10,6 @@ other job (and every relaunch) loads it. The library pieces (samplers, losses, t
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import random
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from workbench.distill import (
 )
 from workbench.presets import PRESETS, get_preset
 from workbench.training.checkpoints import checkpoint_file, load_model_from_checkpoint
+from workbench.training.grid_job import file_lock
 from workbench.training.overrides import CONF_DIR
 
 KINDS = ("none", "sampled", "topk", "full")
@@ -118,15 +118,6 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Parallel jobs that need the same teacher or targets wait for the one computing them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-@contextmanager
 def _rng_kept() -> Iterator[None]:
     """The student starts from the same random state whether its teacher was trained here or loaded."""
     py, np_state = random.getstate(), np.random.get_state()
@@ -139,15 +130,11 @@ def _rng_kept() -> Iterator[None]:
 def trained_teacher(cfg: DictConfig) -> Path:
     """The run dir of the teacher `distill.teacher_model` asks for, training it first when no run completed it."""
     from workbench.training.grid import run_id
-    from workbench.training.grid_job import run_job
+    from workbench.training.grid_job import train_once
 
     tcfg = teacher_config(cfg)
-    run_dir = cache_dir(cfg) / "teachers" / run_id(tcfg)
-    with _locked(run_dir), _rng_kept():
-        results = run_job(tcfg, run_dir)  # skips a completed teacher, resumes a killed one
-    if results.get("status") != "completed":
-        raise RuntimeError(f"distill.teacher_model: training the teacher in {run_dir} failed: {results.get('error')}")
-    return run_dir.resolve()
+    with _rng_kept():
+        return train_once(tcfg, cache_dir(cfg) / "teachers" / run_id(tcfg), "distill.teacher_model").resolve()
 
 
 def load_teacher(spec: str | Path) -> nn.Module:
@@ -232,7 +219,7 @@ def cached_targets(
     run computed them from the same teacher, data, k and seed; computed and stored there otherwise."""
     inputs = torch.cat([bundle.train(i)[0] for i in range(n_batches)])
     path = root / "targets" / fingerprint(teacher, inputs, k, seed, TARGETS_BATCH)[:20]
-    with _locked(path):
+    with file_lock(path):
         targets = teacher_targets(teacher, inputs, path, k, seed, TARGETS_BATCH)
     return targets, {row_key(r): i for i, r in enumerate(inputs)}
 

@@ -6,10 +6,13 @@ written to results.json (status "failed", error) and reported; the next relaunch
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,21 @@ def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             write_json_atomic(run_dir / RESULTS_FILE, results)
         print(f"FAILED {run_dir.name}: {results['error']}")
         return results
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Parallel jobs that need one artefact (a teacher, a first stage, cached targets) wait for the one making it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def train_once(cfg: DictConfig, run_dir: Path, what: str) -> Path:
+    """Train `cfg` into `run_dir` unless a run completed it there (a killed one resumes); `what` names it in errors."""
+    with file_lock(run_dir):
+        results = run_job(cfg, run_dir)
+    if results.get("status") != "completed":
+        raise RuntimeError(f"{what}: training {run_dir} failed: {results.get('error')}")
+    return run_dir

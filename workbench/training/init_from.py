@@ -8,7 +8,6 @@ that share a stage share its run. A file lock makes parallel jobs wait for the o
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -48,17 +47,10 @@ def init_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     if not isinstance(init, DictConfig) or not init:
         raise ValueError(f"init_from: got {init!r}; allowed: null, a run dir or .ckpt path, or a map of overrides")
     from workbench.training.grid import run_id
-    from workbench.training.grid_job import run_job
+    from workbench.training.grid_job import train_once
 
     stage = stage_config(cfg)
-    stage_dir = run_dir.parent / STAGES / run_id(stage)
-    stage_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(stage_dir.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel arms sharing this stage wait for the one that trains it
-        results = run_job(stage, stage_dir)  # skips a completed stage, resumes a killed one
-    if results.get("status") != "completed":
-        raise RuntimeError(f"init_from: the first stage {stage_dir} failed: {results.get('error')}")
-    return checkpoint_file(stage_dir)
+    return checkpoint_file(train_once(stage, run_dir.parent / STAGES / run_id(stage), "init_from (first stage)"))
 
 
 def load_weights(model: Transformer, path: str | Path) -> None:
