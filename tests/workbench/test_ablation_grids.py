@@ -13,6 +13,7 @@ from analysis.report import report
 from tests.workbench.train_helpers import compose_cfg, run_cli
 from workbench import train
 from workbench.config import ModelConfig
+from workbench.model import build_model
 from workbench.training.dry_run import dry_run
 from workbench.training.grid import ABLATIONS_DIR, resolve_arm
 
@@ -110,3 +111,20 @@ def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, capsys):
         ModelConfig.from_dict(resolve_arm(compose_cfg([f"+ablation={grid}", f"ablation.arm={arm}"], None)).model)
     assert dry_run([f"+ablation={grid}", "ablation.quick=true"]) == 0
     assert f"{len(full.ablation.arms) * 2} runs" in capsys.readouterr().out
+
+
+def test_scaling_ladder_spends_each_budget_on_every_size():
+    """IsoFLOP slices: at each budget every size trains for 6 N D = C (N counted on the built model), up to the
+    rounding to whole steps; the arms carry their budget as the label Approach 2 groups by."""
+    grid = compose_cfg(["+ablation=scaling_ladder"], None).ablation
+    sizes_at = {}
+    for arm in grid.arms:
+        cfg = resolve_arm(compose_cfg(["+ablation=scaling_ladder", f"ablation.arm={arm}"], None))
+        n = sum(p.numel() for p in build_model(ModelConfig.from_dict(cfg.model)).parameters())
+        flops = 6 * n * cfg.trainer.max_steps * cfg.data.batch_size * cfg.data.seq_len
+        budget = cfg.ablation.compute_budget
+        assert flops == pytest.approx(budget, rel=0.013), arm
+        assert cfg.trainer.max_steps >= cfg.optim.warmup_steps, arm
+        sizes_at.setdefault(budget, set()).add(n)
+    assert sorted(sizes_at) == sorted(float(c) for c in grid.budgets.values())
+    assert all(len(sizes) == len(grid.sizes) >= 3 for sizes in sizes_at.values())

@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.params import count_params
+from workbench.config import ModelConfig
 from workbench.presets import PRESETS
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
@@ -71,8 +73,19 @@ def _if(cond: Any, then: Any, otherwise: Any) -> Any:
     return then if cond else otherwise
 
 
+def iso_flop_steps(flops: float, model: ModelConfig, tokens_per_step: int) -> int:
+    """Optimiser steps at which `model` spends `flops` = 6 N D training FLOPs (N: every parameter, embeddings
+    included, as analysis.scaling counts it), rounded to a whole step and at least one."""
+    return max(1, round(float(flops) / (6 * count_params(model)["total"] * tokens_per_step)))
+
+
+def _iso_steps_resolver(flops: float, *, _root_: DictConfig) -> int:
+    model = ModelConfig.from_dict(OmegaConf.to_container(_root_.model, resolve=True))
+    return iso_flop_steps(flops, model, _root_.data.batch_size * _root_.data.seq_len)
+
+
 def register_resolvers() -> None:
-    """`wb_*` resolvers used by conf/train.yaml and the grids (sweep values, dir names, window sizes)."""
+    """`wb_*` resolvers used by conf/train.yaml and the grids (sweep values, dir names, window sizes, steps)."""
     resolvers = {
         "wb_run_id": _run_id_resolver,
         "wb_if": _if,
@@ -80,6 +93,7 @@ def register_resolvers() -> None:
         "wb_keys": lambda d: ",".join(str(k) for k in d),
         "wb_div": lambda a, b: int(a) // int(b),
         "wb_mul": lambda a, b: int(a) * int(b),
+        "wb_iso_steps": _iso_steps_resolver,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
