@@ -6,7 +6,9 @@ L-BFGS from the best points of their initialisation grid. Approach 2 fits, per c
 loss against log N (and log D), takes its minimum, then fits N_opt ∝ C^a and D_opt ∝ C^b. Both report bootstrap
 percentile intervals (points resampled with replacement; within each budget for Approach 2) and a status:
 "converged", "not_converged" (optimiser failed, or a parabola has no interior minimum) or "too_few_points".
-Usage: `python -m analysis.scaling 'runs/scaling_ladder/*' [--out scaling_fit] [--json]`.
+Approach 2's budgets: the runs' `ablation.compute_budget` labels where they have them (the IsoFLOP ladder's arms,
+whose 6ND differs from the label by the rounding to whole steps), else 6ND rounded to 3 significant digits.
+Usage: `python -m analysis.scaling multirun/scaling_ladder [--out scaling_fit] [--json]`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ INIT_GRID = np.array(
 )  # columns: a, b, e, alpha, beta
 PARAMS3 = ("E", "A", "B", "alpha", "beta")
 CONVERGED, NOT_CONVERGED, TOO_FEW = "converged", "not_converged", "too_few_points"
+BUDGET_LABEL = "ablation.compute_budget"  # set by the scaling_ladder grid's arms (ablations/scaling_ladder.yaml)
 
 
 @dataclass
@@ -219,7 +222,8 @@ def fit_runs(
 ) -> ScalingFits:  # fmt: skip
     """Fit both approaches to an `analysis.runs.load` frame; rows without positive finite N, D, loss (failed or
     unfinished runs) are dropped. Defaults are the training code's results.json names; N counts every parameter,
-    embeddings included, as Hoffmann et al. do."""
+    embeddings included, as Hoffmann et al. do. `compute_col` labels budgets (default: BUDGET_LABEL if present)."""
+    compute_col = compute_col or (BUDGET_LABEL if BUDGET_LABEL in df.columns else None)
     missing = [c for c in (n_col, d_col, loss_col, compute_col) if c is not None and c not in df.columns]
     if missing:
         raise ValueError(f"runs frame: missing column(s) {missing}; columns: {', '.join(map(str, df.columns))}")
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-col", default="params.total")
     parser.add_argument("--d-col", default="tokens_seen")
     parser.add_argument("--loss-col", default="val_loss")
-    parser.add_argument("--compute-col", default=None, help="budget label column (default: 6ND, 3 digits)")
+    parser.add_argument("--compute-col", help=f"budget label column (default: {BUDGET_LABEL} if present, else 6ND)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (0: none)")
     parser.add_argument("--out", default="scaling_fit", help="plot path without extension (.png and .svg)")
     parser.add_argument("--json", action="store_true")
