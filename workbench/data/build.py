@@ -12,7 +12,7 @@ from workbench.data import byte_tokenizer, cache
 from workbench.data.bundle import DataBundle, corpus_bundle
 from workbench.data.documents import Document, content_hash, read_files, split
 from workbench.data.mqar import mqar_bundle
-from workbench.data.passkey import passkey_bundle
+from workbench.data.passkey import check_passkey_mix, mix_settings, passkey_bundle, with_passkey_rows
 from workbench.data.stdlib import stdlib_documents
 
 SOURCES = ("stdlib", "text", "hf", "mqar", "passkey")
@@ -24,17 +24,18 @@ def build_data(cfg: Mapping[str, Any], seed: int) -> DataBundle:
         return mqar_bundle(cfg, seed)
     if source == "passkey":
         return passkey_bundle(cfg, seed)
+    if source not in SOURCES:
+        raise ValueError(f"data.source: got {source!r}; allowed: {', '.join(SOURCES)}")
+    check_passkey_mix(cfg)  # before any tokenising
     if source == "stdlib":
         docs = stdlib_documents()
     elif source == "text":
         docs = read_files(Path(cfg["path"]).expanduser(), cfg["glob"])
-    elif source == "hf":
+    else:
         from workbench.data.hf import hf_documents
 
         docs = hf_documents(cfg)
-    else:
-        raise ValueError(f"data.source: got {source!r}; allowed: {', '.join(SOURCES)}")
-    return _text_bundle(cfg, seed, docs)
+    return with_passkey_rows(_text_bundle(cfg, seed, docs), *mix_settings(cfg), seed)
 
 
 def _text_bundle(cfg: Mapping[str, Any], seed: int, docs: list[Document]) -> DataBundle:

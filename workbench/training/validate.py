@@ -29,6 +29,7 @@ from workbench.data import build_data
 from workbench.data.build import SOURCES
 from workbench.data.byte_tokenizer import VOCAB_SIZE as BYTE_VOCAB
 from workbench.data.documents import list_files
+from workbench.data.passkey import check_passkey_mix
 from workbench.training.distillation import check_distill
 from workbench.training.dry_run import expand
 from workbench.training.grid import ABLATIONS_DIR, resolve_arm
@@ -95,7 +96,8 @@ RULES: dict[str, Rule] = {
     "logger.kind": _choice(LOGGER_KINDS),
 }  # fmt: skip
 _CORPUS: dict[str, Rule] = {"seq_len": _int(1), "batch_size": _int(1), "val_tokens": _int(1),
-                            "val_fraction": _real(0, 1, open_lo=True, open_hi=True), "cache_dir": _STR}  # fmt: skip
+                            "val_fraction": _real(0, 1, open_lo=True, open_hi=True), "cache_dir": _STR,
+                            "passkey_mix": _real(0, 1, open_hi=True), "passkey_digits": _int(1)}  # fmt: skip
 DATA_RULES: dict[str, dict[str, Rule]] = {
     "stdlib": _CORPUS,
     "text": {**_CORPUS, "path": _STR, "glob": _STR},
@@ -209,6 +211,10 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig, seed: int) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from e
         return
+    try:
+        check_passkey_mix(d)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     check_writable("data.cache_dir", d["cache_dir"])
     if source == "text":
         _check_corpus(Path(d["path"]).expanduser(), d["glob"], d["seq_len"])
