@@ -1,5 +1,6 @@
 import json
 import shutil
+import time
 from types import SimpleNamespace
 
 import pandas as pd
@@ -130,7 +131,17 @@ def wandb_run(tmp_path_factory):
         results = run(cfg, tmp / "run")
         wandb.finish()  # what the CLI's exit does: W&B writes the rest of its log and the exit record
     (offline,) = (tmp / "run" / "wandb").glob("offline-run-*")
+    _wait_for_exit_record(next(offline.glob("run-*.wandb")))
     return SimpleNamespace(run_dir=tmp / "run", offline=offline, results=results)
+
+
+def _wait_for_exit_record(log_path, timeout_s: float = 60.0) -> None:
+    """W&B's service process may still be flushing the log's last block after `finish()` returns (seen on a loaded
+    CI machine: the log stood at exactly one 32 KiB block); the tests read the finished log, so wait for its end."""
+    deadline = time.monotonic() + timeout_s
+    while wandb_log.read(log_path).exit_code is None:
+        assert time.monotonic() < deadline, f"{log_path}: no exit record {timeout_s} s after wandb.finish()"
+        time.sleep(0.2)
 
 
 def test_wandb_log_alone_gives_the_results_and_config(wandb_run, tmp_path):
