@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+from omegaconf import open_dict
 
 from analysis.kv_cache import kv_cache_bytes
 from analysis.params import count_params
@@ -15,7 +16,7 @@ from workbench import train
 from workbench.config import ModelConfig
 from workbench.model import build_model
 from workbench.training.dry_run import dry_run
-from workbench.training.grid import ABLATIONS_DIR, resolve_arm
+from workbench.training.grid import ABLATIONS_DIR, resolve_arm, run_id
 
 GRIDS = sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 RUN_ID = re.compile(r"(.+)_s\d+_[0-9a-f]{10}")  # <arm>_s<seed>_<hash>
@@ -128,3 +129,15 @@ def test_scaling_ladder_spends_each_budget_on_every_size():
         sizes_at.setdefault(budget, set()).add(n)
     assert sorted(sizes_at) == sorted(float(c) for c in grid.budgets.values())
     assert all(len(sizes) == len(grid.sizes) >= 3 for sizes in sizes_at.values())
+
+
+def test_run_id_ignores_a_newer_key_at_its_neutral_value(tmp_path):
+    """A sweep dir made before `data.passkey_mix` existed: its configs lack the key, and a relaunch must find them."""
+    cfg = compose_cfg(["+ablation=softcap_vs_qknorm", "ablation.arm=qk_norm"], tmp_path)
+    older = cfg.copy()
+    with open_dict(older):
+        del older.data["passkey_mix"], older.data["passkey_digits"]
+    assert run_id(older) == run_id(cfg)
+    with open_dict(cfg):
+        cfg.data.passkey_mix = 0.25
+    assert run_id(cfg) != run_id(older)

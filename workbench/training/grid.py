@@ -22,6 +22,9 @@ ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
 NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar", "trainer.monitor_every",
                 "data.cache_dir", "distill.cache_dir", "ablation")  # fmt: skip
+# keys added after grids first ran, at the value that computes what runs did before the key existed: left out of the
+# id at that value, so a relaunch into a sweep dir made before the key existed still finds its finished runs
+NEUTRAL = {"data.passkey_mix": 0.0, "data.passkey_digits": 5}
 
 
 def resolve_arm(cfg: DictConfig) -> DictConfig:
@@ -55,14 +58,21 @@ def run_id(cfg: DictConfig) -> str:
     """`<arm>_s<seed>_<10 hex digits>`: readable, and equal only for the same arm, seed and resolved config."""
     resolved = OmegaConf.to_container(resolve_arm(cfg), resolve=True)
     for key in NOT_IDENTITY:
-        *parents, leaf = key.split(".")
-        node = resolved
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
+        _parent(resolved, key).pop(key.split(".")[-1], None)
+    for key, neutral in NEUTRAL.items():
+        parent, leaf = _parent(resolved, key), key.split(".")[-1]
+        if leaf in parent and parent[leaf] == neutral:
+            del parent[leaf]
     arm = cfg.ablation.arm or "run"
     blob = json.dumps({"arm": arm, "seed": cfg.seed, "config": resolved}, sort_keys=True, default=str)
     return f"{arm}_s{cfg.seed}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _parent(tree: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The dict that holds `dotted`'s last part ({} where a parent is missing)."""
+    for part in dotted.split(".")[:-1]:
+        tree = tree.get(part, {})
+    return tree
 
 
 def _run_id_resolver(*, _root_: DictConfig) -> str:
