@@ -158,10 +158,14 @@ def _parabola_min(x: np.ndarray, loss: np.ndarray) -> tuple[float, float] | None
     return x_min, c0 + c1 * x_min + c2 * x_min**2
 
 
-def _fit2_once(compute, log_n, log_d, loss) -> tuple[float, float, float, float, list[dict[str, float]], bool]:
+def _fit2_once(compute, log_n, log_d, loss, span: float | None = None
+               ) -> tuple[float, float, float, float, list[dict[str, float]], bool]:  # fmt: skip
     budgets, clean = [], True
     for c in np.unique(compute):
         sel = compute == c
+        if span is not None:  # a parabola is a fair model of an IsoFLOP curve only near its minimum
+            best = log_n[sel][np.argmin(loss[sel])]
+            sel &= np.abs(log_n - best) <= np.log(span) + 1e-9
         if len(np.unique(log_n[sel])) < 3:
             continue
         n_min, d_min = _parabola_min(log_n[sel], loss[sel]), _parabola_min(log_d[sel], loss[sel])
@@ -180,13 +184,17 @@ def _fit2_once(compute, log_n, log_d, loss) -> tuple[float, float, float, float,
 
 def fit_approach2(
     n: Sequence[float], d: Sequence[float], loss: Sequence[float], compute: Sequence[float] | None = None, *,
-    n_boot: int = 100, level: float = 0.95, seed: int = 0,
+    n_boot: int = 100, level: float = 0.95, seed: int = 0, span: float | None = None,
 ) -> Approach2Fit:  # fmt: skip
-    """IsoFLOP fit; `compute` labels each run's budget (default 6ND, rounded to 3 significant digits)."""
+    """IsoFLOP fit; `compute` labels each run's budget (default 6ND, rounded to 3 significant digits). `span`: fit
+    each budget's parabola only to sizes within that factor of its lowest-loss size (None: every size); over a wide
+    ladder the IsoFLOP curve is asymmetric in log N and a parabola through all of it misplaces the minimum."""
+    if span is not None and not span > 1:
+        raise ValueError(f"span: got {span!r}; allowed: a factor > 1, or None for every size")
     n_arr, d_arr, l_arr = (np.asarray(x, float) for x in (n, d, loss))
     c_arr = _round_sig(6 * n_arr * d_arr) if compute is None else np.asarray(compute, float)
     log_n, log_d = np.log(n_arr), np.log(d_arr)
-    a, b, n0, d0, budgets, clean = _fit2_once(c_arr, log_n, log_d, l_arr)
+    a, b, n0, d0, budgets, clean = _fit2_once(c_arr, log_n, log_d, l_arr, span)
     status = TOO_FEW if len(budgets) < 2 else CONVERGED if clean else NOT_CONVERGED
     fit = Approach2Fit(a, b, n0, d0, status, budgets)
     if status == TOO_FEW:
@@ -196,7 +204,7 @@ def fit_approach2(
     samples = []
     for _ in range(n_boot):
         idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
-        samples.append(_fit2_once(c_arr[idx], log_n[idx], log_d[idx], l_arr[idx])[:2])
+        samples.append(_fit2_once(c_arr[idx], log_n[idx], log_d[idx], l_arr[idx], span)[:2])
     fit.ci = _percentiles(("a", "b"), np.array(samples), level)
     return fit
 
@@ -218,11 +226,12 @@ class ScalingFits:
 
 def fit_runs(
     df: pd.DataFrame, *, n_col: str = "params.total", d_col: str = "tokens_seen", loss_col: str = "val_loss",
-    compute_col: str | None = None, n_boot: int = 100, seed: int = 0,
+    compute_col: str | None = None, n_boot: int = 100, seed: int = 0, span: float | None = None,
 ) -> ScalingFits:  # fmt: skip
     """Fit both approaches to an `analysis.runs.load` frame; rows without positive finite N, D, loss (failed or
     unfinished runs) are dropped. Defaults are the training code's results.json names; N counts every parameter,
-    embeddings included, as Hoffmann et al. do. `compute_col` labels budgets (default: BUDGET_LABEL if present)."""
+    embeddings included, as Hoffmann et al. do. `compute_col` labels budgets (default: BUDGET_LABEL if present);
+    `span` is Approach 2's (see fit_approach2)."""
     compute_col = compute_col or (BUDGET_LABEL if BUDGET_LABEL in df.columns else None)
     missing = [c for c in (n_col, d_col, loss_col, compute_col) if c is not None and c not in df.columns]
     if missing:
@@ -232,7 +241,7 @@ def fit_runs(
     data = data[np.isfinite(data).all(axis=1) & (data > 0).all(axis=1)].reset_index(drop=True)
     return ScalingFits(
         fit_approach3(data.N, data.D, data.loss, n_boot=n_boot, seed=seed),
-        fit_approach2(data.N, data.D, data.loss, data.C, n_boot=n_boot, seed=seed),
+        fit_approach2(data.N, data.D, data.loss, data.C, n_boot=n_boot, seed=seed, span=span),
         data,
     )
 
@@ -264,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loss-col", default="val_loss")
     parser.add_argument("--compute-col", help=f"budget label column (default: {BUDGET_LABEL} if present, else 6ND)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (0: none)")
+    parser.add_argument("--span", type=float, help="Approach 2: fit sizes within this factor of each budget's best")
     parser.add_argument("--out", default="scaling_fit", help="plot path without extension (.png and .svg)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no runs found under {args.runs}")
     try:
         fits = fit_runs(df, n_col=args.n_col, d_col=args.d_col, loss_col=args.loss_col,
-                        compute_col=args.compute_col, n_boot=args.bootstrap)  # fmt: skip
+                        compute_col=args.compute_col, n_boot=args.bootstrap, span=args.span)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     paths = plots.scaling_fit(fits, args.out)
