@@ -17,12 +17,16 @@ def _check_corpus(bundle, seq_len=32, batch_size=4):
     assert torch.equal(x[:, 1:], y[:, :-1])
     assert torch.equal(bundle.train(5)[0], bundle.train(5)[0]) and not torch.equal(bundle.train(5)[0], x)
     assert sum(v[0].numel() for v in bundle.val) == bundle.info["val_budget_tokens"]
+    assert sum(v[0].numel() for v in bundle.selection) == bundle.info["selection_budget_tokens"] > 0
 
 
 def test_stdlib_source(tmp_path):
-    bundle = build_data({**TEXT, "source": "stdlib", "cache_dir": str(tmp_path), "val_fraction": 0.02}, seed=0)
+    cfg = {**TEXT, "source": "stdlib", "cache_dir": str(tmp_path), "val_fraction": 0.02, "val_tokens": 4096}
+    bundle = build_data(cfg, seed=0)
     _check_corpus(bundle)
-    assert bundle.info["documents"] > 500 and bundle.info["train_tokens"] > 5_000_000
+    info = bundle.info
+    assert info["documents"] > 500 and info["train_tokens"] > 5_000_000
+    assert 1 < info["val_documents_scored"] <= info["val_documents"] and info["selection_documents"] > 1
     assert len(bundle.info["content_hash"]) == 64 and bundle.vocab_size == 264
 
 

@@ -1,4 +1,4 @@
-"""Documents read from local text files, split train/val deterministically by a hash of each name."""
+"""Documents read from local text files, split train/val/selection deterministically by a hash of each name."""
 
 from __future__ import annotations
 
@@ -13,19 +13,29 @@ class Document:
     data: bytes
 
 
-def is_val(name: str, val_fraction: float) -> bool:
-    """Stable across machines and runs: the first 8 hex digits of sha1(name) as a fraction."""
-    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 16**8 < val_fraction
+def hash_fraction(name: str) -> float:
+    """Stable across machines and runs: the first 8 hex digits of sha1(name) as a fraction in [0, 1)."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 16**8
 
 
-def split(docs: list[Document], val_fraction: float) -> tuple[list[Document], list[Document]]:
-    train = [d for d in docs if not is_val(d.name, val_fraction)]
-    val = [d for d in docs if is_val(d.name, val_fraction)]
-    if len(docs) == 1 or not train or not val:  # one file (or an unlucky split): hold out its tail instead
+def split(
+    docs: list[Document], val_fraction: float, selection_fraction: float
+) -> tuple[list[Document], list[Document], list[Document]]:
+    """(train, val, selection) by `hash_fraction`: val is [0, val_fraction), as before the selection split existed;
+    selection is the next `selection_fraction` of the hash space, taken from train's range. Carving it out of val
+    instead would leave the stdlib corpus (14 val files at 0.02) 9 val files and 5 selection files, 59% of whose bytes
+    are one encoding table; out of train, val keeps every file and train loses 1.8% of its bytes."""
+    parts: tuple[list[Document], list[Document], list[Document]] = ([], [], [])
+    for d in docs:
+        h = hash_fraction(d.name)
+        parts[1 if h < val_fraction else 2 if h < val_fraction + selection_fraction else 0].append(d)
+    if len(docs) == 1 or not all(parts):  # one file (or an unlucky split): hold out its tail instead
         joined = b"".join(d.data for d in docs)
-        cut = int(len(joined) * (1 - val_fraction))
-        return [Document("train", joined[:cut])], [Document("val", joined[cut:])]
-    return train, val
+        val_cut = int(len(joined) * (1 - val_fraction))
+        selection_cut = int(len(joined) * (1 - val_fraction - selection_fraction))
+        return ([Document("train", joined[:selection_cut])], [Document("val", joined[val_cut:])],
+                [Document("selection", joined[selection_cut:val_cut])])  # fmt: skip
+    return parts
 
 
 def list_files(path: Path, pattern: str, exclude: frozenset[str] = frozenset()) -> list[Path]:

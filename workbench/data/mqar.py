@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.data.bundle import IGNORE, Batch, DataBundle
+from workbench.data.bundle import IGNORE, Batch, DataBundle, synthetic_selection
 
 
 def _distinct(rng: np.random.Generator, batch_size: int, n: int, k: int) -> np.ndarray:
@@ -49,6 +49,7 @@ def mqar_bundle(cfg: Mapping[str, Any], seed: int) -> DataBundle:
 
     val_rng = np.random.default_rng([seed, 2**32 - 1])  # a stream train() never draws from
     val = [mqar_batch(val_rng, *args) for _ in range(cfg["val_batches"])]
+    selection = synthetic_selection(cfg, lambda rng: mqar_batch(rng, *args))
     info = {"source": "mqar", "chance_accuracy": 1 / n_values, "context_guess_accuracy": 1 / n_pairs,
             "seq_len": 2 * (n_pairs + cfg["num_queries"])}  # fmt: skip
-    return DataBundle(train, val, n_keys + n_values, None, info)
+    return DataBundle(train, val, selection, n_keys + n_values, None, info)

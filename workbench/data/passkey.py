@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.data.bundle import IGNORE, Batch, DataBundle
+from workbench.data.bundle import IGNORE, Batch, DataBundle, synthetic_selection
 from workbench.data.byte_tokenizer import SPECIALS, VOCAB_SIZE
 
 DIGITS = ord("0")  # passkey digits are the bytes "0".."9"
@@ -60,7 +60,8 @@ def passkey_bundle(cfg: Mapping[str, Any], seed: int) -> DataBundle:
 
     val_rng = np.random.default_rng([seed, 2**32 - 1])
     val = [passkey_batch(val_rng, *args) for _ in range(cfg["val_batches"])]
-    return DataBundle(train, val, VOCAB_SIZE, None, {"source": "passkey", "chance_accuracy": 0.1})
+    selection = synthetic_selection(cfg, lambda rng: passkey_batch(rng, *args))
+    return DataBundle(train, val, selection, VOCAB_SIZE, None, {"source": "passkey", "chance_accuracy": 0.1})
 
 
 def mix_settings(cfg: Mapping[str, Any]) -> tuple[float, int]:

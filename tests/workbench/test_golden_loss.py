@@ -1,0 +1,99 @@
+"""Golden losses: a tiny fixed run whose numbers must match tests/assets/golden_loss_tiny.json to 1e-5 relative.
+
+One thread, fp32, CPU, seed 0: a 2-layer d_model-32 model (`build_model`), the project's AdamW and schedule
+(`build_optimizer`), gradient clipping at the trainer's default, 8 steps on `build_data` batches of the stdlib corpus.
+The train losses at steps 1..8 and the final val and selection losses (`mean_loss`) are compared, so a change that
+moves training numerics (model, init, optimiser, schedule, data splits or batches, held-out windows) shows in CI.
+
+Regenerate, as a decision (see `STALE`), with:  .venv/bin/python -m tests.workbench.test_golden_loss --update
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.data import build_data
+from workbench.data.bundle import IGNORE
+from workbench.model import build_model
+from workbench.presets import PRESETS
+from workbench.training.evaluate import mean_loss
+from workbench.training.optim import build_optimizer
+
+GOLDEN = Path(__file__).parents[1] / "assets" / "golden_loss_tiny.json"
+REGENERATE = ".venv/bin/python -m tests.workbench.test_golden_loss --update"
+STALE = (
+    "every committed study trained before it no longer reproduces: the notebooks with training outputs "
+    "(gemma2_params_and_inference_window, local_global_ratio, long_context, mla_vs_sliding_window, mlp_width, "
+    "norm_placement, scaling, softcap_vs_qknorm, teacher_gap, window_size) must be rerun or marked stale"
+)
+STEPS = 8
+MODEL = dict(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1, mlp_hidden=64, window=32, max_seq_len=64)
+DATA = dict(source="stdlib", seq_len=64, batch_size=8, val_fraction=0.02, val_tokens=1024)
+OPTIM = dict(lr=3e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1, schedule="cosine", warmup_steps=2,
+             total_steps=STEPS, min_lr_ratio=0.1, decay_fraction=0.2)  # fmt: skip
+CLIP = 1.0  # trainer.gradient_clip_val's default
+CONFIG = {"model": MODEL, "data": DATA, "optim": OPTIM, "clip": CLIP, "steps": STEPS, "seed": 0, "threads": 1}
+
+
+def run_tiny(cache_dir: Path) -> dict[str, Any]:
+    """The fixed run, its numbers and what they depend on outside this repo (the corpus, the versions)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = build_model(dataclasses.replace(PRESETS["tiny"], **MODEL))
+        data = build_data({**DATA, "cache_dir": str(cache_dir)}, seed=0)
+        built = build_optimizer(model, OPTIM)
+        opt, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
+        losses = []
+        for i in range(STEPS):
+            x, y = data.train(i)
+            loss = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            opt.step()
+            schedule.step()
+            losses.append(loss.item())
+        return {"config": CONFIG, "content_hash": data.info["content_hash"], "python": platform.python_version(),
+                "torch": torch.__version__, "train_loss": losses, "val_loss": mean_loss(model, data.val)["loss"],
+                "selection_loss": mean_loss(model, data.selection)["loss"]}  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tiny_run_matches_the_golden_losses(tmp_path):
+    golden, got = json.loads(GOLDEN.read_text()), run_tiny(tmp_path)
+    how = f"Regenerate with `{REGENERATE}` only if that is intended: a decision, since {STALE}."
+    assert got["config"] == golden["config"], f"the test's fixed config changed. {how}"
+    assert got["content_hash"] == golden["content_hash"], (
+        f"the stdlib corpus differs from the golden file's (made on Python {golden['python']}, this is "
+        f"{got['python']}): a different interpreter trains on different data. {how}"
+    )
+    for key in ("train_loss", "val_loss", "selection_loss"):
+        assert got[key] == pytest.approx(golden[key], rel=1e-5), (
+            f"{key} moved from {GOLDEN.name} (golden {golden[key]}, now {got[key]}; golden made with torch "
+            f"{golden['torch']}, this is {got['torch']}): training numerics changed. {how}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update", action="store_true", help=f"rewrite {GOLDEN}")
+    if parser.parse_args().update:
+        with tempfile.TemporaryDirectory() as cache:
+            GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+            GOLDEN.write_text(json.dumps(run_tiny(Path(cache)), indent=1) + "\n")
+        print(f"wrote {GOLDEN}; commit it with a message saying why the numbers moved")
+    else:
+        parser.print_help()
