@@ -6,146 +6,25 @@ Two measurements, as in the context-extension papers (position interpolation, Ya
 - passkey retrieval vs distance: `workbench.data.passkey`'s task (fixed seed per distance), greedy accuracy of the
   key's digits after the query, each digit predicted from the true prefix (teacher forcing), and the fraction of
   sequences with every digit right.
-Training runs write both into results.json["long_context"] when `long_context.buckets` > 0.
+Training runs write both into results.json["long_context"] when `long_context.buckets` > 0 (workbench.long_context
+measures; this module is the command line and reads the runs' records back).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import pairwise
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from workbench.data import build_data
-from workbench.data.bundle import IGNORE, Batch
-from workbench.data.byte_tokenizer import VOCAB_SIZE
-from workbench.data.passkey import passkey_batch
-
-PASSKEY_SEED = 0  # every model sees the same passkey sequences at a given distance
-CONFIG_NAMES = {"buckets": "long_context.buckets", "distances": "long_context.passkey_distances",
-                "samples": "long_context.passkey_samples", "n_digits": "long_context.passkey_digits"}  # fmt: skip
-
-
-def check_buckets(buckets: int, context: int, names: Mapping[str, str] | None = None) -> None:
-    if not isinstance(buckets, int) or not 1 <= buckets <= context:
-        name = (names or {}).get("buckets", "buckets")
-        raise ValueError(f"{name}: got {buckets!r}; allowed: an integer from 1 to the context, {context}")
-
-
-def check_passkey(
-    distances: Sequence[int], context: int, samples: int, n_digits: int, vocab_size: int,
-    names: Mapping[str, str] | None = None,
-) -> None:  # fmt: skip
-    """Every passkey setting, before any forward pass: the key block must fit `context` at each distance."""
-    names = names or {}
-    if vocab_size < VOCAB_SIZE:
-        raise ValueError(f"model.vocab_size: got {vocab_size}; allowed: >= {VOCAB_SIZE}, the passkey task's byte ids")
-    for arg, value in (("samples", samples), ("n_digits", n_digits)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{names.get(arg, arg)}: got {value!r}; allowed: an integer >= 1")
-    longest = context - 1 - 2 * n_digits
-    bad = [d for d in distances if not isinstance(d, int) or not 0 <= d <= longest]
-    if bad:
-        raise ValueError(f"{names.get('distances', 'distances')}: got {bad}; allowed: 0..{longest} for context "
-                         f"{context}, {n_digits} digits")  # fmt: skip
-
-
-def check_config(lc: Mapping[str, Any], context: int, vocab_size: int) -> None:
-    """A run's `long_context` node against its context (data.seq_len): called before the run trains."""
-    if lc["buckets"] == 0:
-        return
-    check_buckets(lc["buckets"], context, CONFIG_NAMES)
-    if lc["passkey_distances"]:
-        check_passkey(list(lc["passkey_distances"]), context, lc["passkey_samples"], lc["passkey_digits"], vocab_size,
-                      CONFIG_NAMES)  # fmt: skip
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
-@torch.no_grad()
-def position_bucket_loss(model: torch.nn.Module, batches: Iterable[Batch], buckets: int) -> pd.DataFrame:
-    """Mean next-token loss (nats) over positions [start, end) of each of `buckets` equal slices of the sequence."""
-    nats: torch.Tensor | None = None
-    device = _device(model)
-    for x, y in batches:
-        check_buckets(buckets, x.shape[1])
-        x, y = x.to(device), y.to(device)
-        losses = F.cross_entropy(model(x).float().transpose(1, 2), y, ignore_index=IGNORE, reduction="none")
-        per_position = torch.stack([losses.sum(0), (y != IGNORE).sum(0).float()]).double().cpu()
-        nats = per_position if nats is None else nats + per_position
-    if nats is None:
-        raise ValueError("batches: got none; allowed: at least one (inputs, targets) batch")
-    edges = np.linspace(0, nats.shape[1], buckets + 1).round().astype(int)
-    rows = []
-    for i, (start, end) in enumerate(pairwise(edges)):
-        total, tokens = nats[:, start:end].sum(1).tolist()
-        rows.append({"bucket": i, "start": int(start), "end": int(end), "loss": total / max(tokens, 1),
-                     "tokens": int(tokens)})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-@torch.no_grad()
-def passkey_accuracy(
-    model: torch.nn.Module,
-    distances: Sequence[int],
-    context: int,
-    samples: int = 64,
-    n_digits: int = 5,
-    batch_size: int = 16,
-    seed: int = PASSKEY_SEED,
-) -> pd.DataFrame:
-    """Per distance: digit accuracy and exact match of the passkey over `samples` sequences of `context` tokens."""
-    check_passkey(distances, context, samples, n_digits, model.cfg.vocab_size)
-    device = _device(model)
-    rows = []
-    for distance in distances:
-        rng = np.random.default_rng([seed, distance])
-        correct, exact = 0, 0
-        for start in range(0, samples, batch_size):
-            x, y = passkey_batch(rng, min(batch_size, samples - start), context, distance, n_digits)
-            hit = model(x.to(device)).argmax(-1).cpu() == y
-            answer = y != IGNORE
-            correct += (hit & answer).sum().item()
-            exact += (hit | ~answer).all(1).sum().item()
-        rows.append({"distance": distance, "digit_accuracy": correct / (samples * n_digits),
-                     "exact_match": exact / samples, "samples": samples})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def val_batches(data_cfg: Mapping[str, Any], context: int, seed: int = 0) -> list[Batch]:
-    """The fixed val batches of a run's data config (its `data` node) at `context` tokens per sequence."""
-    return build_data({**data_cfg, "seq_len": context}, seed).val
-
-
-def evaluate(
-    model: torch.nn.Module,
-    batches: Iterable[Batch],
-    buckets: int,
-    distances: Sequence[int],
-    samples: int = 64,
-    n_digits: int = 5,
-) -> dict[str, Any]:
-    """Both measurements as plain records (results.json["long_context"]); the context is that of `batches`."""
-    batches = list(batches)
-    context = batches[0][0].shape[1] if batches else 0
-    was_training = model.training
-    model.eval()
-    try:
-        out = {"context": context, "position_buckets": position_bucket_loss(model, batches, buckets).to_dict("records")}
-        passkey = passkey_accuracy(model, distances, context, samples, n_digits) if distances else pd.DataFrame()
-        out["passkey"] = passkey.to_dict("records")
-    finally:
-        model.train(was_training)
-    return out
+from analysis.presets_cli import print_table
+from workbench.long_context import evaluate, val_batches
+from workbench.training.checkpoints import checkpoint_file, load_model_from_checkpoint
+from workbench.training.results import CONFIG_FILE
 
 
 def from_runs(runs: pd.DataFrame, part: str, keys: Sequence[str] = ("ablation.arm", "seed")) -> pd.DataFrame:
@@ -159,9 +38,6 @@ def from_runs(runs: pd.DataFrame, part: str, keys: Sequence[str] = ("ablation.ar
 
 
 def _run_config(path: Path) -> Any:
-    from workbench.training.checkpoints import checkpoint_file
-    from workbench.training.results import CONFIG_FILE
-
     config = checkpoint_file(path).parent.parent / CONFIG_FILE
     if not config.is_file():
         raise FileNotFoundError(f"{path}: no {config} to read the run's data config from")
@@ -169,9 +45,6 @@ def _run_config(path: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from analysis.presets_cli import print_table
-    from workbench.training.checkpoints import load_model_from_checkpoint
-
     parser = argparse.ArgumentParser(prog="python -m analysis.long_context", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run dir (its checkpoints/last.ckpt) or a .ckpt inside a run dir")
     parser.add_argument("--context", type=int, required=True, help="tokens per evaluated sequence")

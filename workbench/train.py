@@ -1,11 +1,12 @@
 """Entry point: `python -m workbench.train model=tiny data=stdlib trainer.max_steps=200 logger=none seed=3`.
 
-Composes `conf/train.yaml` with Hydra, then hands the resolved config and the run dir to `training.run.run`.
-A grid: `python -m workbench.train --multirun +ablation=<name> [ablation.quick=true] [dry_run=true]`; its jobs
-go through `training.grid_job.run_job`, which skips, resumes, and isolates failures.
-User errors (a bad value, key, preset, path; `training.validate`) are caught before Hydra creates a run dir and
-printed as one `error: ...` paragraph with exit status 2; a run that fails on a NaN loss or an unreadable
-checkpoint exits 1 with its error (also in results.json); anything else is a bug and keeps its traceback.
+Before Hydra creates any run dir, every job the command line runs is composed through the schema, planned
+(dependencies such as a distillation teacher or a first stage are jobs of their own) and validated
+(`training.compose.planned_jobs`); a user error is printed as one `error: ...` paragraph with exit status 2.
+`dry_run=true` prices the plans and exits. Otherwise Hydra runs each job (`--multirun`: every arm x seed of a grid,
+`+ablation=<name>`), which executes its plan (`training.jobs`): skip what completed, resume what was killed,
+record a failure and go on. A run that fails on a NaN loss or an unreadable checkpoint exits 1 with its error
+(also in results.json); anything else is a bug and keeps its traceback. Lightning is imported only to train.
 """
 
 from __future__ import annotations
@@ -13,34 +14,35 @@ from __future__ import annotations
 import sys
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from workbench.training.checkpoint_io import CorruptCheckpointError
-from workbench.training.config_store import register_presets
-from workbench.training.grid import resolve_arm
-from workbench.training.grid_job import run_job, threads_per_job
-from workbench.training.module import NonFiniteLossError
-from workbench.training.overrides import CONF_DIR, VERSION_BASE, UnknownKeyError
-from workbench.training.run import run
-from workbench.training.validate import ConfigError, validate_command_line
+from workbench.training.compose import CONF_DIR, VERSION_BASE, planned_jobs, register_configs
+from workbench.training.errors import ConfigError
 
-register_presets()
+register_configs()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=VERSION_BASE)
 def _main(cfg: DictConfig) -> None:
+    import torch
+
+    from workbench.training.checkpoint_io import CorruptCheckpointError
+    from workbench.training.grid import resolve_arm
+    from workbench.training.jobs import DependencyError, execute, threads_per_job
+    from workbench.training.module import NonFiniteLossError
+    from workbench.training.plan import plan
+
     hc = HydraConfig.get()
-    if threads := threads_per_job(cfg.threads, hc.launcher if hc.mode == RunMode.MULTIRUN else None):
+    multirun = hc.mode == RunMode.MULTIRUN
+    if threads := threads_per_job(cfg.threads, hc.launcher if multirun else None):
         torch.set_num_threads(threads)
     run_dir = hc.runtime.output_dir
-    cfg = resolve_arm(cfg)
+    jobs = plan(resolve_arm(cfg), run_dir)  # validated by main() before Hydra started
     try:
-        results = run_job(cfg, run_dir) if hc.mode == RunMode.MULTIRUN else run(cfg, run_dir)
-    except (ConfigError, CorruptCheckpointError, NonFiniteLossError) as e:  # recorded in results.json by run()
+        results = execute(jobs, isolate=multirun)
+    except (CorruptCheckpointError, NonFiniteLossError, DependencyError) as e:  # recorded in results.json
         sys.exit(f"error: {e} (run dir: {run_dir})")
     if results["status"] == "completed":
         print(f"results: {run_dir}/results.json  (val loss {results['val_loss']:.4f}, val bpb {results['val_bpb']})")
@@ -50,18 +52,20 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    overrides = [a for a in args if not a.startswith("-")]
+    flags = [a for a in args if a.startswith("-")]
+    multirun = flags in (["--multirun"], ["-m"])
+    if flags and not multirun:  # Hydra's own modes (--help, --cfg, ...)
+        _main()
+        return
     try:
-        validate_command_line(overrides, [a for a in args if a.startswith("-")])
-    except (ConfigError, UnknownKeyError) as e:
+        plans = planned_jobs([a for a in args if not a.startswith("-")], multirun)
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if any(
-        o.key_or_group == "dry_run" and o.value() is True for o in OverridesParser.create().parse_overrides(overrides)
-    ):
+    if plans and plans[0][-1].cfg.dry_run:
         from workbench.training.dry_run import dry_run
 
-        sys.exit(dry_run(overrides))
+        sys.exit(dry_run(plans))
     _main()
 
 

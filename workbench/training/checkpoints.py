@@ -1,6 +1,7 @@
 """Rebuild a trained `Transformer` from a workbench run: its Lightning checkpoint plus the run's model config.
 
-One loader for everything that starts from trained weights (a distillation teacher, a context-extension stage).
+One loader for everything that starts from trained weights (a distillation teacher, a context-extension stage),
+and `load_weights` for `init_from`: a run that starts from another's weights (not its optimiser state or step).
 A checkpoint written by `LMModule` holds the model config under `model_config`; older ones fall back to the run
 dir's config.yaml (`<run dir>/checkpoints/<name>.ckpt` -> `<run dir>/config.yaml`).
 """
@@ -54,3 +55,18 @@ def load_model_from_checkpoint(path: str | Path, map_location: str | torch.devic
             state[key.removeprefix(prefix)] = value
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def load_weights(model: Transformer, path: str | Path) -> None:
+    """Copy a checkpoint's weights into `model`, whose context, RoPE scaling and data may differ, not its shapes."""
+    source = load_model_from_checkpoint(path).state_dict()
+    target = model.state_dict()
+    missing, unexpected = sorted(set(target) - set(source)), sorted(set(source) - set(target))
+    mismatched = [f"{k}: {tuple(source[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+                  for k, v in target.items() if k in source and source[k].shape != v.shape]  # fmt: skip
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"init_from: {path} does not fit this model (only context, RoPE scaling and data may change); "
+            f"shape mismatch: {mismatched or 'none'}; missing: {missing or 'none'}; unexpected: {unexpected or 'none'}"
+        )
+    model.load_state_dict(source)

@@ -1,16 +1,121 @@
-"""Compose the training config in-process (tests, benchmarks, notebooks), as `python -m workbench.train` would."""
+"""Compose the training config in-process, and expand a command line into the jobs it will run, each planned and
+validated: what `python -m workbench.train` checks before Hydra creates any run dir, and what the dry run prices.
+
+A multirun's sweep is expanded as Hydra's basic sweeper does (the grid's `hydra.sweeper.params`, then the command
+line, which wins for the same key): one job per combination. Jobs that differ only in `ablation.arm`, `seed` and
+`optim.lr` share one composition, those keys set on a copy; so pricing a grid costs a composition per grid, not
+per job.
+"""
 
 from __future__ import annotations
 
+import copy
+import itertools
+from functools import cache
+from pathlib import Path
+
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from workbench.training.config_store import register_presets
-from workbench.training.overrides import CONF_DIR, VERSION_BASE
+from workbench.training.errors import ConfigError, from_composition, one_paragraph
+from workbench.training.grid import register_resolvers, resolve_arm, run_id
+from workbench.training.plan import Job, plan
+from workbench.training.schema import register
+from workbench.training.validate import check_writable, validate
+
+VERSION_BASE = "1.3"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: found the same way after `pip install .`
+PER_JOB = ("ablation.arm", "seed", "optim.lr")  # set on a copy of one composition
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    """The composed `train` config (no `hydra` node) for these command-line overrides."""
-    register_presets()
+@cache
+def register_configs() -> None:
+    register()
+    register_resolvers()
+
+
+def compose_train(overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    """The composed `train` config for these command-line overrides (with the `hydra` node when asked)."""
+    register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=hydra_node)
+
+
+def _parse(lines: list[str]) -> list:
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except HydraException as e:
+        raise ConfigError(
+            f"overrides {' '.join(lines)!r}: not valid override syntax ({one_paragraph(str(e))}); allowed: key=value, "
+            "+key=value, ~key, group=option (quote values with brackets or commas)"
+        ) from e
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command line runs (one for a single run)."""
+    parsed = _parse(overrides)
+    if not multirun:
+        for o in parsed:
+            if o.is_sweep_override():
+                raise ConfigError(f"{o.key_or_group}: got the sweep {o.input_line.partition('=')[2]!r}; allowed: one "
+                                  "value, or the same sweep under --multirun")  # fmt: skip
+        return [overrides]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = _compose(tuple(fixed), True)
+    params = OmegaConf.to_container(base.hydra.sweeper.params or {}, resolve=True)
+    merged = {o.key_or_group: o for o in _parse([f"{k}={v}" for k, v in params.items()])}
+    merged.update({o.key_or_group: o for o in parsed})
+    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+            else [o.input_line] for o in merged.values()]  # fmt: skip
+    return [list(job) for job in itertools.product(*axes)]
+
+
+@cache
+def _compose(overrides: tuple[str, ...], hydra_node: bool) -> DictConfig:
+    try:
+        return compose_train(list(overrides), hydra_node)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise from_composition(e) from e
+
+
+def compose_job(overrides: list[str]) -> tuple[DictConfig, DictConfig]:
+    """(the job's config as Hydra hands it to the job, before its arm is applied; its `hydra` node)."""
+    parsed = _parse(overrides)
+    shared = tuple(o.input_line for o in parsed if o.key_or_group not in PER_JOB or o.is_add() or o.is_delete())
+    cfg = copy.deepcopy(_compose(shared, True))
+    with open_dict(cfg):
+        hydra_node = cfg.pop("hydra")
+    for o in parsed:
+        if o.input_line not in shared:
+            try:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+            except OmegaConfBaseException as e:
+                raise from_composition(e) from e
+    return cfg, hydra_node
+
+
+def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
+    """Each job's plan (dependencies first), every job of every plan validated: the first error is raised."""
+    plans, seen = [], set()
+    for lines in job_overrides(overrides, multirun):
+        raw, hydra_node = compose_job(lines)
+        cfg = resolve_arm(raw)
+        if multirun:
+            run_dir = Path(hydra_node.sweep.dir) / run_id(raw)  # as the sweep's `wb_run_id` subdir names it
+        else:
+            run_dir = Path(hydra_node.run.dir)
+            check_writable("hydra.run.dir", run_dir)
+        jobs = plan(cfg, run_dir)
+        for job in jobs:
+            if job.run_dir not in seen:
+                seen.add(job.run_dir)
+                try:
+                    validate(job.cfg)
+                except ConfigError as e:
+                    where = "" if job.what == "run" else f"{job.what}: "
+                    raise ConfigError(f"{where}{e}") from e
+        plans.append(jobs)
+    return plans

@@ -1,25 +1,19 @@
-"""Distillation in the training loop (conf/distill): check the `distill` keys, get the teacher (a checkpoint, a
-`transformers` model, or one the workbench trains on first use), and turn its outputs into the student's loss.
+"""Distillation in the training loop (conf/distill): load the teacher the run's plan names (a checkpoint, a run
+dir, or a `transformers` model), and turn its outputs into the student's loss.
 
-A teacher given as `distill.teacher_model` is trained with the student's data, optimiser and trainer settings
-into `<cache dir>/teachers/<run id of its config>`, under a file lock: the first job of a grid trains it, every
-other job (and every relaunch) loads it. The library pieces (samplers, losses, the targets cache) are
+A teacher given as `distill.teacher_model` is a job of the run's plan (`training.plan`), trained before the
+student; the student only ever loads it. The library pieces (samplers, losses, the targets cache) are
 `workbench.distill`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from filelock import FileLock
+from omegaconf import DictConfig
 from torch import nn
 
 from workbench.config import ModelConfig
@@ -35,106 +29,10 @@ from workbench.distill import (
     teacher_targets,
     topk_targets,
 )
-from workbench.presets import PRESETS, get_preset
 from workbench.training.checkpoints import checkpoint_file, load_model_from_checkpoint
-from workbench.training.grid_job import file_lock
-from workbench.training.overrides import CONF_DIR
 
-KINDS = ("none", "sampled", "topk", "full")
 HF_PREFIX = "hf:"
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 TARGETS_BATCH = 8  # rows per teacher call when precomputing targets (part of the cache's fingerprint)
-
-
-def check_distill(d: DictConfig | None) -> None:
-    """Reject bad `distill` keys before any compute, naming the key, the value and what is allowed."""
-    if d is None:
-        return
-    if d.kind not in KINDS:
-        raise ValueError(f"distill.kind: got {d.kind!r}; allowed: {', '.join(KINDS)}")
-    if d.kind == "none":  # the other keys are ignored, so a grid's `none` arm keeps the grid's teacher settings
-        return
-    if not isinstance(d.k, int) or isinstance(d.k, bool) or d.k < 1:
-        raise ValueError(f"distill.k: got {d.k!r}; allowed: an integer >= 1")
-    if not isinstance(d.alpha, int | float) or not 0.0 <= d.alpha <= 1.0:
-        raise ValueError(f"distill.alpha: got {d.alpha!r}; allowed: a number in [0, 1]")
-    if (d.teacher is None) == (d.teacher_model is None):
-        raise ValueError(
-            f"distill.teacher: got {d.teacher!r} with distill.teacher_model {d.teacher_model!r}; allowed: exactly "
-            "one of them (a run dir, .ckpt or hf:<dir>; or the model of a teacher to train first)"
-        )
-    if d.teacher is not None:
-        path = Path(str(d.teacher).removeprefix(HF_PREFIX))
-        if not path.exists():
-            raise ValueError(f"distill.teacher: got {d.teacher!r}; {path} does not exist")
-    else:
-        _check_teacher_model(d.teacher_model)
-        if not isinstance(d.teacher_steps, int) or isinstance(d.teacher_steps, bool) or d.teacher_steps < 1:
-            raise ValueError(f"distill.teacher_steps: got {d.teacher_steps!r}; allowed: an integer >= 1")
-    if d.cache and d.kind != "sampled":
-        raise ValueError(f"distill.cache: got {d.cache!r} with distill.kind {d.kind!r}; allowed: with 'sampled'")
-
-
-def _check_teacher_model(model: Any) -> None:
-    allowed = f"a preset ({', '.join(PRESETS)}) or a map of model keys ({', '.join(MODEL_KEYS)})"
-    if isinstance(model, str) and model in PRESETS:
-        return
-    if isinstance(model, DictConfig | dict) and not set(model) - set(MODEL_KEYS):
-        return
-    raise ValueError(f"distill.teacher_model: got {model!r}; allowed: {allowed}")
-
-
-def cache_dir(cfg: DictConfig) -> Path:
-    """`distill.cache_dir`, else `distill` beside the token cache, so a test's tmp cache keeps both."""
-    if cfg.distill.cache_dir:
-        return Path(cfg.distill.cache_dir)
-    return Path(cfg.data.get("cache_dir") or ".cache/workbench/tokens").parent / "distill"
-
-
-# --- the teacher ----------------------------------------------------------------------------------------------
-
-
-def teacher_config(cfg: DictConfig) -> DictConfig:
-    """The config that trains `distill.teacher_model`: the student's data (as resolved), optimiser and trainer,
-    with the teacher's model, steps and seed, no tracker and no distillation of its own."""
-    d = cfg.distill
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    OmegaConf.set_struct(out, False)
-    if isinstance(d.teacher_model, str):
-        out.model = get_preset(d.teacher_model).to_dict()
-    else:
-        out.model = {**OmegaConf.to_container(cfg.model, resolve=True), **OmegaConf.to_container(d.teacher_model)}
-    out.data = OmegaConf.to_container(cfg.data, resolve=True)  # seq_len may follow model.max_seq_len: keep it
-    out.distill = OmegaConf.load(CONF_DIR / "distill" / "none.yaml")
-    out.trainer.max_steps = out.optim.total_steps = d.teacher_steps
-    out.seed = d.teacher_seed
-    if "init_from" in out:  # the student's starting weights are not the teacher's
-        out.init_from = None
-    out.logger = {"kind": "none"}
-    out.ablation.arm = None
-    out.ablation.name = "teacher"
-    OmegaConf.set_struct(out, True)
-    return out
-
-
-@contextmanager
-def _rng_kept() -> Iterator[None]:
-    """The student starts from the same random state whether its teacher was trained here or loaded."""
-    py, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng():
-        yield
-    random.setstate(py)
-    np.random.set_state(np_state)
-
-
-def trained_teacher(cfg: DictConfig) -> Path:
-    """The run dir of the teacher `distill.teacher_model` asks for, training it first when no run completed it."""
-    from workbench.training.grid import run_id
-    from workbench.training.grid_job import train_once
-
-    tcfg = teacher_config(cfg)
-    with _rng_kept():
-        return train_once(tcfg, cache_dir(cfg) / "teachers" / run_id(tcfg), "distill.teacher_model").resolve()
 
 
 def load_teacher(spec: str | Path) -> nn.Module:
@@ -219,19 +117,20 @@ def cached_targets(
     run computed them from the same teacher, data, k and seed; computed and stored there otherwise."""
     inputs = torch.cat([bundle.train(i)[0] for i in range(n_batches)])
     path = root / "targets" / fingerprint(teacher, inputs, k, seed, TARGETS_BATCH)[:20]
-    with file_lock(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(path.name + ".lock")):
         targets = teacher_targets(teacher, inputs, path, k, seed, TARGETS_BATCH)
     return targets, {row_key(r): i for i, r in enumerate(inputs)}
 
 
-def build_distiller(cfg: DictConfig, model_cfg: ModelConfig, bundle: DataBundle) -> Distiller | None:
-    """None without distillation; else the teacher (trained here first when `distill.teacher_model` asks for
-    one that no run has trained yet), checked against the student's vocabulary."""
-    d = cfg.get("distill")
-    if d is None or d.kind == "none":
+def build_distiller(
+    cfg: DictConfig, model_cfg: ModelConfig, bundle: DataBundle, spec: str | None, cache_root: Path
+) -> Distiller | None:
+    """None without distillation; else the teacher at `spec` (the plan's input), checked against the student's
+    vocabulary."""
+    d = cfg.distill
+    if d.kind == "none":
         return None
-    check_distill(d)
-    spec = d.teacher if d.teacher is not None else trained_teacher(cfg)
     teacher = load_teacher(spec)
     if (vocab := teacher_vocab_size(teacher)) != model_cfg.vocab_size:
         raise ValueError(
@@ -243,5 +142,5 @@ def build_distiller(cfg: DictConfig, model_cfg: ModelConfig, bundle: DataBundle)
     cached = None
     if d.cache:
         n_batches = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches
-        cached = cached_targets(teacher, bundle, n_batches, d.k, cfg.seed, cache_dir(cfg))
+        cached = cached_targets(teacher, bundle, n_batches, d.k, cfg.seed, cache_root)
     return Distiller(teacher, d.kind, d.k, d.alpha, cached, str(spec))

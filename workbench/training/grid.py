@@ -1,30 +1,78 @@
-"""Ablation grids: turn a job's `ablation.arm` into its config, and name the run by what it computes.
+"""Ablation grids: a grid's arms, a job's arm applied through the schema, and a run's id.
 
-A grid (ablations/<name>.yaml) lists its arms as `{dotted.key: value}` maps; Hydra sweeps `ablation.arm` x `seed`
-and each job applies its arm here, so a new arm is one YAML line. The run id hashes the config the job actually
-trains (arm applied, bookkeeping keys dropped) with the arm and seed, so relaunches land in the same dir.
+A grid (workbench/conf/ablation/<name>.yaml) is data: `arms` (name -> {dotted.key: value}) and `factors` (factor
+-> level -> {dotted.key: value}), whose product adds one arm per combination of levels, named `<level>_<level>`.
+Hydra sweeps `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`) and each job applies its arm here, with
+the schema's struct mode on: a key the schema lacks or a value of the wrong type is a `ConfigError` naming the
+grid, the arm, the key and the closest valid keys. A run's id hashes the config's difference from the schema
+defaults, so a key added later at its default changes no id.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
+import itertools
 import json
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from analysis.params import count_params
+from workbench.accounting import param_counts
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
+from workbench.training.errors import ConfigError
+from workbench.training.schema import DATA_SOURCES, ModelSchema, TrainConfig, model_node
 
-ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
 NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar", "trainer.monitor_every",
                 "data.cache_dir", "distill.cache_dir", "ablation")  # fmt: skip
-# keys added after grids first ran, at the value that computes what runs did before the key existed: left out of the
-# id at that value, so a relaunch into a sweep dir made before the key existed still finds its finished runs
-NEUTRAL = {"data.passkey_mix": 0.0, "data.passkey_digits": 5}
+
+
+def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every arm of a grid: its `arms`, then one per combination of the `factors`' levels (in their order)."""
+    arms = {name: dict(keys) for name, keys in ablation["arms"].items()}
+    factors = [list(levels.items()) for levels in ablation["factors"].values()]
+    for combo in itertools.product(*factors) if factors else ():
+        name = "_".join(level for level, _ in combo)
+        if name in arms:
+            raise ConfigError(f"ablation.factors: the combination {name!r} is also an arm of ablation.arms")
+        arms[name] = {k: v for _, keys in combo for k, v in keys.items()}
+    return arms
+
+
+def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
+    """Set `overrides` ({dotted.key: value}) in `cfg` through its schema; a bad key or value names `where`."""
+    for key, value in overrides.items():
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except (ConfigAttributeError, ConfigKeyError) as e:
+            raise ConfigError(f"{where}: unknown key {key!r}; {closest(cfg, key)}") from e
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{where}: {key}: got {value!r}; {' '.join(str(e.msg).split())}") from e
+
+
+def closest(cfg: DictConfig, key: str) -> str:
+    """'did you mean ...' from every dotted key of `cfg`, and the keys allowed where `key` fails."""
+    keys = list(dotted_keys(cfg))
+    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    parent = key.rpartition(".")[0]
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    here = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+    where = parent or "the top level"
+    return (f"did you mean {', '.join(near)}? " if near else "") + f"allowed keys in {where}: {', '.join(here)}"
+
+
+def dotted_keys(node: Any, prefix: str = "") -> Iterable[str]:
+    if not isinstance(node, DictConfig):
+        return
+    for k in node:
+        yield f"{prefix}{k}"
+        if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):
+            yield from dotted_keys(node[k], f"{prefix}{k}.")
 
 
 def resolve_arm(cfg: DictConfig) -> DictConfig:
@@ -32,20 +80,23 @@ def resolve_arm(cfg: DictConfig) -> DictConfig:
     a = cfg.ablation
     if a.arm is None:
         return cfg
-    if a.arm not in a.arms:
-        raise ValueError(f"ablation.arm: got {a.arm!r}; allowed: {', '.join(a.arms)}")
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    OmegaConf.set_struct(out, False)
+    out = copy.deepcopy(cfg)
     quick = dict(a.quick_overrides) if a.quick else {}
     if "model" in quick:
-        out.model = PRESETS[quick.pop("model")].to_dict()
-    arm = OmegaConf.to_container(a.arms[a.arm], resolve=False)  # interpolations resolve after quick mode applies
-    for key, value in [*quick.items(), *arm.items()]:
-        OmegaConf.update(out, key, value, merge=False, force_add=True)
-    if "logger" in out:  # on W&B a grid is one group, and an arm's seeds share a job type
-        out.logger.group = out.logger.get("group") or a.name
-        out.logger.job_type = a.arm
-    OmegaConf.set_struct(out, True)
+        name = quick.pop("model")
+        if name not in PRESETS:
+            raise ConfigError(
+                f"grid {a.name}: ablation.quick_overrides.model: got {name!r}; allowed: {', '.join(PRESETS)}"
+            )
+        out.model = model_node(PRESETS[name])
+    apply(out, quick, f"grid {a.name}, ablation.quick_overrides")
+    arms = arm_table(OmegaConf.to_container(out.ablation, resolve=False))
+    if a.arm not in arms:
+        raise ConfigError(f"ablation.arm: got {a.arm!r}; allowed: {', '.join(arms)}")
+    apply(out, arms[a.arm], f"grid {a.name}, arm {a.arm}")
+    if out.logger.group is None:  # on W&B a grid is one group, and an arm's seeds share a job type
+        out.logger.group = a.name
+    out.logger.job_type = a.arm
     return out
 
 
@@ -54,27 +105,60 @@ def seeds(cfg: DictConfig) -> list[int]:
     return list(a.quick_seeds if a.quick else a.seeds)
 
 
-def run_id(cfg: DictConfig) -> str:
-    """`<arm>_s<seed>_<10 hex digits>`: readable, and equal only for the same arm, seed and resolved config."""
-    resolved = OmegaConf.to_container(resolve_arm(cfg), resolve=True)
-    for key in NOT_IDENTITY:
-        _parent(resolved, key).pop(key.split(".")[-1], None)
-    for key, neutral in NEUTRAL.items():
-        parent, leaf = _parent(resolved, key), key.split(".")[-1]
-        if leaf in parent and parent[leaf] == neutral:
-            del parent[leaf]
-    arm = cfg.ablation.arm or "run"
-    blob = json.dumps({"arm": arm, "seed": cfg.seed, "config": resolved}, sort_keys=True, default=str)
-    return f"{arm}_s{cfg.seed}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+# --- identity ----------------------------------------------------------------------------------------------------
+def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config as plain Python values (choices as their names)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(cfg)
 
 
-def _parent(tree: dict[str, Any], dotted: str) -> dict[str, Any]:
-    """The dict that holds `dotted`'s last part ({} where a parent is missing)."""
-    for part in dotted.split(".")[:-1]:
-        tree = tree.get(part, {})
-    return tree
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
+def schema_defaults(source: str) -> dict[str, Any]:
+    """The flattened schema defaults for a run on data source `source` (the model: `ModelConfig`'s defaults)."""
+    base = OmegaConf.structured(TrainConfig)
+    base.model = OmegaConf.structured(ModelSchema)
+    base.data = OmegaConf.structured(DATA_SOURCES.get(source, DATA_SOURCES["stdlib"]))
+    return flatten(plain(base))
+
+
+def identity(resolved: Mapping[str, Any], computed_precision: str | None = None) -> dict[str, Any]:
+    """What a run computes: its resolved config's keys that differ from the schema defaults, bookkeeping dropped.
+    `computed_precision` stands for `trainer.precision: auto` (the precision actually used is what counts)."""
+    flat = flatten(resolved)
+    if computed_precision is not None and flat.get("trainer.precision") == "auto":
+        flat["trainer.precision"] = computed_precision
+    defaults = schema_defaults(str(flat.get("data.source")))
+    if computed_precision is not None:
+        defaults["trainer.precision"] = computed_precision
+    kept = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in NOT_IDENTITY)}
+    return {k: v for k, v in kept.items() if k not in defaults or defaults[k] != v}
+
+
+def run_id(cfg: DictConfig | Mapping[str, Any], arm: str | None = None, seed: int | None = None) -> str:
+    """`<arm>_s<seed>_<10 hex digits>`: readable, and equal only for the same arm, seed and computed config."""
+    from workbench.training.precision import resolve_precision
+
+    if isinstance(cfg, DictConfig):
+        arm, seed = cfg.ablation.arm, cfg.seed
+        cfg = plain(resolve_arm(cfg))
+    trainer = cfg.get("trainer", {})
+    precision, _ = resolve_precision(str(trainer.get("precision", "auto")), str(trainer.get("accelerator", "auto")))
+    arm = arm or "run"
+    blob = json.dumps({"arm": arm, "seed": seed, "config": identity(cfg, precision)}, sort_keys=True, default=str)
+    return f"{arm}_s{seed}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+# --- resolvers ---------------------------------------------------------------------------------------------------
 def _run_id_resolver(*, _root_: DictConfig) -> str:
     return run_id(OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]))
 
@@ -86,10 +170,12 @@ def _if(cond: Any, then: Any, otherwise: Any) -> Any:
 def iso_flop_steps(flops: float, model: ModelConfig, tokens_per_step: int) -> int:
     """Optimiser steps at which `model` spends `flops` = 6 N D training FLOPs (N: every parameter, embeddings
     included, as analysis.scaling counts it), rounded to a whole step and at least one."""
-    return max(1, round(float(flops) / (6 * count_params(model)["total"] * tokens_per_step)))
+    return max(1, round(float(flops) / (6 * param_counts(model)["total"] * tokens_per_step)))
 
 
-def _iso_steps_resolver(flops: float, *, _root_: DictConfig) -> int:
+def _iso_steps_resolver(flops: float | None, *, _root_: DictConfig) -> int:
+    if flops is None:
+        raise ConfigError("ablation.compute_budget: got None; allowed: a number of training FLOPs (an arm sets it)")
     model = ModelConfig.from_dict(OmegaConf.to_container(_root_.model, resolve=True))
     return iso_flop_steps(flops, model, _root_.data.batch_size * _root_.data.seq_len)
 
@@ -100,7 +186,7 @@ def register_resolvers() -> None:
         "wb_run_id": _run_id_resolver,
         "wb_if": _if,
         "wb_join": lambda xs: ",".join(str(x) for x in xs),
-        "wb_keys": lambda d: ",".join(str(k) for k in d),
+        "wb_arms": lambda arms, factors: ",".join(arm_table({"arms": arms, "factors": factors})),
         "wb_div": lambda a, b: int(a) // int(b),
         "wb_mul": lambda a, b: int(a) * int(b),
         "wb_iso_steps": _iso_steps_resolver,

@@ -1,4 +1,5 @@
-"""One training run from a resolved config: validate, build data and model, fit, and leave results in the run dir."""
+"""One training run from a validated config and its plan's inputs: build data and model, fit, leave results in the
+run dir. It trains nothing but its own model (a teacher or a first stage is a job of the plan: `training.plan`)."""
 
 from __future__ import annotations
 
@@ -12,42 +13,46 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.kv_cache import kv_cache_bytes
-from analysis.long_context import check_config, evaluate
-from analysis.params import count_params
+from workbench.accounting import kv_cache_bytes, param_counts
 from workbench.config import ModelConfig
 from workbench.data import DataBundle, build_data
 from workbench.data.datamodule import BundleDataModule
+from workbench.long_context import evaluate
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
-from workbench.training.distillation import build_distiller, check_distill
-from workbench.training.init_from import init_checkpoint, load_weights
+from workbench.training.checkpoints import CHECKPOINTS, checkpoint_file, load_weights
+from workbench.training.distillation import build_distiller
 from workbench.training.loggers import build_loggers, finish_wandb, wandb_location
 from workbench.training.module import LMModule
+from workbench.training.plan import distill_cache_dir
+from workbench.training.precision import resolve_precision
 from workbench.training.results import CONFIG_FILE, RESULTS_FILE, environment, git_state, write_json_atomic
 from workbench.training.stability import StabilityMonitor
 from workbench.training.strategy import build_strategy, check_launch
 from workbench.training.throughput import TokenThroughput
-from workbench.training.validate import validate_config
-
-CHECKPOINTS = "checkpoints"
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train as `cfg` says and return results.json's content; a failure is recorded there, then re-raised."""
-    model_cfg = validate_config(cfg)  # before any compute, and before the run dir exists
-    check_distill(cfg.get("distill"))
+def run(cfg: DictConfig, run_dir: str | Path, inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train as `cfg` (validated: `training.validate`) says, starting from and distilling from the plan's `inputs`
+    ("init_from", "teacher"); return results.json's content. A failure is recorded there, then re-raised."""
+    inputs = inputs or {}
+    model_cfg = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    t = cfg.trainer
+    precision, why = resolve_precision(str(t.precision), str(t.accelerator))
+    where = {"device": "cuda" if t.accelerator in ("gpu", "cuda") else "cpu"}  # until the Trainer says
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP/FSDP every rank runs this; one writes the run dir's files
         OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
-    base = {"run_dir": str(run_dir.resolve()), "seed": cfg.seed, "params": count_params(model_cfg),
+    base = {"run_dir": str(run_dir.resolve()), "seed": cfg.seed, "params": param_counts(model_cfg),
             "kv_cache_bytes": kv_cache_bytes(model_cfg, cfg.kv_reference_context),
-            "kv_reference_context": cfg.kv_reference_context, **git_state()}  # fmt: skip
+            "kv_reference_context": cfg.kv_reference_context, "precision": precision, "precision_reason": why,
+            **git_state()}  # fmt: skip
     start = time.perf_counter()
     try:
-        results = {**base, **_fit(cfg, model_cfg, run_dir), "status": "completed", "error": None}
+        results = {**base, **_fit(cfg, model_cfg, run_dir, inputs, precision, where), "status": "completed",
+                   "error": None}  # fmt: skip
     except BaseException as e:
-        failed = {**base, **environment("cpu"), "status": "failed", "error": f"{type(e).__name__}: {e}",
+        failed = {**base, **environment(where["device"]), "status": "failed", "error": f"{type(e).__name__}: {e}",
                   "failed_step": getattr(e, "step", None),  # where a NaN/inf loss appeared (NonFiniteLossError)
                   "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - start}  # fmt: skip
         if rank_zero_only.rank == 0:
@@ -74,11 +79,12 @@ def resume_checkpoint(resume: bool | str | None, run_dir: Path) -> tuple[str, in
     return str(resume), checkpoint_step(resume)
 
 
-def _fit(cfg: DictConfig, model_cfg: ModelConfig, run_dir: Path) -> dict[str, Any]:
+def _fit(
+    cfg: DictConfig, model_cfg: ModelConfig, run_dir: Path, inputs: dict[str, str], precision: str, where: dict
+) -> dict[str, Any]:
     t = cfg.trainer
     parallel = build_strategy(t)
-    check_config(cfg.long_context, cfg.data.get("seq_len", model_cfg.max_seq_len), model_cfg.vocab_size)
-    init = init_checkpoint(cfg, run_dir)  # trains a first stage now when init_from names one
+    init = checkpoint_file(inputs["init_from"]) if "init_from" in inputs else None
     L.seed_everything(cfg.seed, verbose=False)
     bundle = build_data(cfg.data, cfg.seed)
     if bundle.vocab_size > model_cfg.vocab_size:
@@ -86,13 +92,13 @@ def _fit(cfg: DictConfig, model_cfg: ModelConfig, run_dir: Path) -> dict[str, An
             f"model.vocab_size: got {model_cfg.vocab_size}; the data uses {bundle.vocab_size} ids, "
             f"set model.vocab_size={bundle.vocab_size} or more"
         )
-    distiller = build_distiller(cfg, model_cfg, bundle)  # None without distillation; may train the teacher first
+    distiller = build_distiller(cfg, model_cfg, bundle, inputs.get("teacher"), distill_cache_dir(cfg))
     module = LMModule(model_cfg, cfg.optim, bundle.token_bytes, compile=t.compile, distiller=distiller)
     if init is not None:
         load_weights(module.model, init)
     x, _ = bundle.train(0)
     ckpt_path, resume_step = resume_checkpoint(cfg.resume, run_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     loggers = build_loggers(cfg.logger, run_dir, {**resolved, "data_info": bundle.info}, resume_step)
     throughput = TokenThroughput(window_size=t.throughput_window, peak_flops=t.peak_flops)
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val/loss", mode="min",
@@ -100,13 +106,14 @@ def _fit(cfg: DictConfig, model_cfg: ModelConfig, run_dir: Path) -> dict[str, An
     stability = StabilityMonitor(t.monitor_every)
     callbacks = [checkpoint, throughput, stability] + ([RichProgressBar()] if t.progress_bar else [])
     trainer = L.Trainer(
-        accelerator=t.accelerator, **parallel, precision=t.precision, max_steps=t.max_steps,
+        accelerator=str(t.accelerator), **parallel, precision=precision, max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         val_check_interval=t.val_check_interval * t.accumulate_grad_batches, check_val_every_n_epoch=None,
         log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, logger=loggers, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir, enable_model_summary=False, enable_progress_bar=t.progress_bar,
     )  # fmt: skip
+    where["device"] = str(trainer.strategy.root_device)
     if x.shape[0] % trainer.world_size:
         raise ValueError(f"data.batch_size: got {x.shape[0]}; allowed: a multiple of the world size "
                          f"{trainer.world_size} (trainer.devices x trainer.num_nodes)")  # fmt: skip

@@ -1,0 +1,399 @@
+"""The training config's one typed schema: every group is a dataclass registered in Hydra's ConfigStore.
+
+Composition itself then rejects a wrong type, an unknown key or an unknown choice (OmegaConf's structured
+configs), for the command line, the config files and every ablation arm alike. Each field that has a range carries
+it as metadata (`allowed` in words, `check` as a predicate), so one loop (`field_errors`) checks them all and the
+type errors OmegaConf raises are reported with the same words. Rules between fields are `training.validate`'s.
+
+The model node's schema is `ModelConfig`'s own fields (`model_schema`): the library's dataclass is the one source,
+its `validate()` the one set of model rules. Presets are the `model` group's options; data sources the `data`
+group's (one dataclass each, so `data.path` exists only where `data=text`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING
+
+from workbench.config import ModelConfig
+from workbench.presets import PRESETS
+
+Check = Callable[[Any], bool]
+
+
+def ranged(default: Any, allowed: str, check: Check | None = None) -> Any:
+    """A field with its allowed values in words (error messages) and, when it has a range, a predicate."""
+    kind = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(metadata={"allowed": allowed, "check": check}, **kind)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(default: Any, lo: int) -> Any:
+    return ranged(default, f"an integer >= {lo}", lambda v: v >= lo)
+
+
+def optional_integer(default: Any, lo: int) -> Any:
+    return ranged(default, f"null or an integer >= {lo}", lambda v: v is None or v >= lo)
+
+
+def positive(default: Any) -> Any:
+    return ranged(default, "a finite number > 0", lambda v: _finite(v) and v > 0)
+
+
+def unit(default: Any, *, open_lo: bool = False, open_hi: bool = False) -> Any:
+    """A number in [0, 1], either end open on request."""
+    text = f"a number in {'(' if open_lo else '['}0, 1{')' if open_hi else ']'}"
+    return ranged(default, text, lambda v: (v > 0 if open_lo else v >= 0) and (v < 1 if open_hi else v <= 1))
+
+
+def text(default: Any) -> Any:
+    return ranged(default, "a non-empty string", lambda v: v is None or v != "")
+
+
+class Schedule(StrEnum):
+    cosine = "cosine"
+    wsd = "wsd"
+    constant = "constant"
+
+
+class LoggerKind(StrEnum):
+    wandb = "wandb"
+    csv = "csv"
+    none = "none"
+
+
+class DistillKind(StrEnum):
+    none = "none"
+    sampled = "sampled"
+    topk = "topk"
+    full = "full"
+
+
+class Accelerator(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+    cuda = "cuda"
+    mps = "mps"
+    tpu = "tpu"
+
+
+# Lightning's `precision` values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR) and `auto`:
+# bf16-mixed where the device computes bf16 natively, else 32-true (training.precision)
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")  # fmt: skip
+STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed_zero3")  # ours; any name in Lightning's registry passes too
+
+
+# --- model -------------------------------------------------------------------------------------------------------
+_SCHEMA_TYPES = {int: int, float: float, bool: bool, str: str}
+
+
+def _schema_type(hint: Any) -> Any:
+    """OmegaConf's node type for a `ModelConfig` annotation: unions of one type and None stay typed, others Any."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint in _SCHEMA_TYPES:
+        return hint
+    if len(args) == 1 and args[0] in _SCHEMA_TYPES:
+        return args[0] | None
+    if set(args) == {int, float}:  # a float field that takes an integer literal
+        return float | None if type(None) in typing.get_args(hint) else float
+    return Any
+
+
+def model_schema() -> type:
+    """`ModelConfig`'s fields as a mutable dataclass: the `model` node; `ModelConfig.validate` holds its rules."""
+    hints = typing.get_type_hints(ModelConfig)
+    fields = [(f.name, _schema_type(hints[f.name]), field(default=f.default)) for f in dataclasses.fields(ModelConfig)]
+    return dataclasses.make_dataclass("ModelSchema", fields)
+
+
+ModelSchema = model_schema()
+
+
+def model_node(cfg: ModelConfig) -> Any:
+    values = cfg.to_dict()
+    return ModelSchema(**values)
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """What every source has; `source` names the group option (`data=<source>`) and must stay it."""
+
+    source: str = MISSING
+    batch_size: int = integer(16, 1)  # the global batch (every rank trains on its slice)
+
+
+@dataclass
+class CorpusData(DataConfig):
+    """A text corpus as byte (or tokenizer) ids, split by documents, cached as memmaps."""
+
+    seq_len: int = ranged(II("model.max_seq_len"), "an integer >= 1", lambda v: v >= 1)
+    val_fraction: float = unit(0.02, open_lo=True, open_hi=True)  # of documents, chosen by a hash of their path
+    val_tokens: int = integer(65536, 1)  # fixed validation budget, the same for every arm
+    cache_dir: str = text(".cache/workbench/tokens")
+    passkey_mix: float = unit(0.0, open_hi=True)  # share of each training batch's rows that are passkey rows
+    passkey_digits: int = integer(5, 1)  # digits per passkey, as long_context.passkey_digits
+
+
+@dataclass
+class StdlibData(CorpusData):
+    """The running interpreter's standard-library source (~12.6 MB), byte tokens; always available offline."""
+
+    source: str = "stdlib"
+
+
+@dataclass
+class TextData(CorpusData):
+    """Local text: a file, or every file matching `glob` under a folder; byte tokens."""
+
+    source: str = "text"
+    path: str = ranged(MISSING, "a text file or a folder of them, e.g. data.path=~/corpus")
+    glob: str = text("*.txt")
+
+
+@dataclass
+class HFData(CorpusData):
+    """A Hugging Face dataset (hub name or save_to_disk folder) with a local tokenizer (no passkey mix)."""
+
+    source: str = "hf"
+    name: str = ranged(MISSING, "a Hugging Face dataset name or save_to_disk folder")
+    tokenizer: str = ranged(MISSING, "a local tokenizer.json file or tokenizer folder")
+    subset: str | None = text(None)
+    split: str = text("train")
+    text_field: str = text("text")
+    eos_token: str | None = text(None)  # appended after every row when set
+
+
+@dataclass
+class MqarData(DataConfig):
+    """Multi-query associative recall (Zoology): num_pairs key-value pairs, then num_queries of those keys.
+
+    Keys and values are distinct within a sequence, so there are two floors: chance = 1 / num_values, and guessing
+    among the values in context = 1 / num_pairs. Recall means accuracy well above the second; small models sit on
+    that plateau for > 1,000 steps at init_std 0.02 (tests/workbench/test_train.py uses model.init_std=0.1).
+    """
+
+    source: str = "mqar"
+    batch_size: int = integer(32, 1)
+    num_pairs: int = integer(16, 1)
+    num_queries: int = integer(16, 1)
+    num_keys: int = integer(64, 1)
+    num_values: int = integer(64, 1)
+    val_batches: int = integer(8, 1)
+
+
+@dataclass
+class PasskeyData(DataConfig):
+    """Passkey retrieval: the digits must be copied across `distance` filler tokens. Chance = 0.1 per digit."""
+
+    source: str = "passkey"
+    seq_len: int = ranged(II("model.max_seq_len"), "an integer >= 1", lambda v: v >= 1)
+    distance: int = integer(128, 0)
+    num_digits: int = integer(5, 1)
+    val_batches: int = integer(8, 1)
+
+
+DATA_SOURCES: dict[str, type[DataConfig]] = {
+    "stdlib": StdlibData, "text": TextData, "hf": HFData, "mqar": MqarData, "passkey": PasskeyData,
+}  # fmt: skip
+
+
+# --- the other groups --------------------------------------------------------------------------------------------
+@dataclass
+class OptimConfig:
+    """AdamW (no decay on norms, biases, embeddings); linear warmup, then cosine, wsd or constant."""
+
+    lr: float = positive(3.0e-3)
+    betas: list[float] = ranged([0.9, 0.95], "two numbers in [0, 1), e.g. [0.9, 0.95]",  # noqa: RUF009 (a field)
+                                lambda v: len(v) == 2 and all(0 <= b < 1 for b in v))  # fmt: skip
+    eps: float = positive(1.0e-8)
+    weight_decay: float = ranged(0.1, "a finite number >= 0", lambda v: _finite(v) and v >= 0)
+    schedule: Schedule = Schedule.cosine
+    warmup_steps: int = integer(50, 0)
+    total_steps: int = ranged(II("trainer.max_steps"), "an integer >= 1", lambda v: v >= 1)  # the schedule's horizon
+    min_lr_ratio: float = unit(0.1)
+    decay_fraction: float = unit(0.2)  # wsd: the final fraction of total_steps spent decaying linearly
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings. peak_flops null: Lightning's table, else a measured matmul rate."""
+
+    accelerator: Accelerator = Accelerator.auto
+    devices: Any = ranged(1, "a positive integer or auto", lambda v: v == "auto" or (type(v) is int and v >= 1))  # noqa: RUF009
+    num_nodes: int = integer(1, 1)
+    strategy: str = text("auto")  # auto | ddp | fsdp2 | deepspeed_zero3 | a Lightning strategy name
+    precision: str = ranged("auto", ", ".join(PRECISIONS), lambda v: v in PRECISIONS)
+    max_steps: int = integer(1000, 1)
+    accumulate_grad_batches: int = integer(1, 1)
+    gradient_clip_val: float | None = ranged(1.0, "null or a finite number >= 0",
+                                            lambda v: v is None or (_finite(v) and v >= 0))  # fmt: skip
+    val_check_interval: int = integer(200, 1)  # validate (and checkpoint) every this many optimiser steps
+    log_every_n_steps: int = integer(10, 1)
+    throughput_window: int = integer(20, 1)
+    peak_flops: float | None = ranged(None, "null or a finite number > 0",
+                                      lambda v: v is None or (_finite(v) and v > 0))  # fmt: skip
+    compile: bool = False
+    progress_bar: bool = True
+    monitor_every: int = integer(10, 0)  # stability monitors every this many steps; 0: off
+
+
+@dataclass
+class LoggerConfig:
+    """metrics.csv is always written; W&B runs offline (files in the run dir) unless WANDB_API_KEY is set."""
+
+    kind: LoggerKind = LoggerKind.wandb
+    project: str = text("workbench")
+    group: str | None = None
+    job_type: str = text("train")
+    name: str | None = None  # null: the run dir's name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation while training (workbench/distill.py); kind none: off, the other keys ignored."""
+
+    kind: DistillKind = DistillKind.none
+    k: int = integer(256, 1)  # vocabulary entries per token (sampled, topk)
+    alpha: float = unit(0.0)  # training loss = (1 - alpha) * distillation + alpha * next-token loss
+    teacher: str | None = None  # a workbench run dir or .ckpt file; hf:<dir> for a `transformers` causal LM
+    teacher_model: Any = None  # teacher null: a preset name or model keys on top of the student's, trained first
+    teacher_steps: int = integer(1000, 1)
+    teacher_seed: int = integer(0, 0)
+    cache: bool = False  # sampled only: precompute the targets of every training batch once, on disk
+    cache_dir: str | None = None  # trained teachers and cached targets; null: beside data.cache_dir
+
+
+@dataclass
+class LongContextConfig:
+    """Loss by position bucket and passkey accuracy vs distance after training (results.json["long_context"])."""
+
+    buckets: int = integer(0, 0)  # equal position buckets of data.seq_len; 0: no evaluation
+    passkey_distances: list[int] = field(default_factory=list)
+    passkey_samples: int = integer(64, 1)
+    passkey_digits: int = integer(5, 1)
+
+
+@dataclass
+class AblationConfig:
+    """An ablation grid (`+ablation=<name>`) fills this in; a single run leaves it as is.
+
+    Arms are `arms` (name -> {dotted.key: value}) plus the product of `factors` (factor -> level -> keys; an arm
+    is one level of each factor, named `<level>_<level>`). Both go through this schema: a key it lacks is an error.
+    """
+
+    name: str = text("adhoc")  # names the multirun dir: multirun/<name>/<run id>
+    arm: str | None = None  # the arm this job runs
+    baseline: str | None = None
+    control: str | None = None  # an arm that must come out `worse` if the design can see the factor
+    factor: str | None = None
+    metric: str = text("val_loss")
+    margin: float | None = ranged(None, "null or a finite number >= 0", lambda v: v is None or (_finite(v) and v >= 0))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
+    arms: dict[str, Any] = field(default_factory=dict)
+    factors: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)  # named values the grid's keys interpolate
+    compute_budget: float | None = None  # an IsoFLOP ladder's budget label (analysis.scaling's Approach 2)
+    quick: bool = False  # true: quick_overrides (the `tiny` preset, a few steps) and quick_seeds
+    quick_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    quick_overrides: dict[str, Any] = field(default_factory=lambda: dict(QUICK_OVERRIDES))
+
+
+QUICK_OVERRIDES = {
+    "model": "tiny", "data.seq_len": 64, "data.batch_size": 4, "data.val_tokens": 1024, "trainer.max_steps": 4,
+    "trainer.val_check_interval": 4, "trainer.log_every_n_steps": 1, "trainer.throughput_window": 2,
+    "trainer.progress_bar": False, "optim.warmup_steps": 1, "logger.kind": "none",
+}  # fmt: skip
+
+
+RESUME = "true (continue from <run dir>/checkpoints/last.ckpt), false, or the path of an existing .ckpt file"
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING  # a ModelSchema (presets: the `model` group)
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # before optim, whose total_steps follows it
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    long_context: LongContextConfig = field(default_factory=LongContextConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    seed: int = integer(0, 0)
+    # true: continue from <run dir>/checkpoints/last.ckpt (fresh start if none); or a checkpoint path
+    resume: Any = ranged(False, RESUME, lambda v: isinstance(v, bool | str) or v is None)  # noqa: RUF009
+    kv_reference_context: int = integer(32768, 1)  # context at which results.json reports KV-cache bytes
+    dry_run: bool = False  # true: price the plan (every job, dependencies included) and exit without training
+    threads: int | None = optional_integer(None, 1)  # torch threads per job; null: CPUs / parallel jobs
+    # weights only to start from: a run dir or .ckpt path, or a map of dotted overrides naming a first stage of
+    # this config, planned as a job of its own and trained first (training.plan)
+    init_from: Any = None
+
+
+GROUP_SCHEMAS: dict[str, type] = {"optim": OptimConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
+                                  "distill": DistillConfig, "long_context": LongContextConfig,
+                                  "ablation": AblationConfig}  # fmt: skip
+SCHEMA_NAME = "train_schema"
+
+
+def register() -> None:
+    """The schema, the presets (group `model`) and the data sources (group `data`) in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name=SCHEMA_NAME, node=TrainConfig)
+    for name, cfg in PRESETS.items():
+        cs.store(group="model", name=name, node=model_node(cfg))
+    for name, cls in DATA_SOURCES.items():
+        cs.store(group="data", name=name, node=cls)
+
+
+def field_errors(obj: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, value, allowed) for every field of `obj` (a schema dataclass, nested) outside its range."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += field_errors(value, f"{prefix}{f.name}.")
+        elif (check := f.metadata.get("check")) is not None and not _passes(check, value):
+            out.append((f"{prefix}{f.name}", value, f.metadata["allowed"]))
+    return out
+
+
+def _passes(check: Check, value: Any) -> bool:
+    try:
+        return bool(check(value))
+    except TypeError:  # a value of the wrong type (an untyped field): not allowed
+        return False
+
+
+TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def allowed_words(schema: type | None, key: str) -> str | None:
+    """What `schema`'s field `key` allows, in words: its `allowed` metadata, else its choices or type."""
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name == key:
+            hint = hints[f.name]
+            if f.metadata.get("allowed"):
+                return f.metadata["allowed"]
+            if isinstance(hint, type) and issubclass(hint, StrEnum):
+                return ", ".join(hint)
+            return TYPE_WORDS.get(hint)
+    return None
