@@ -1,6 +1,6 @@
 """What the ablation-grid notebooks share: get a grid's runs (train them in quick mode, or read the results store),
-summarise them (mean ± 95% CI over seeds, paired Δ vs the baseline arm, p, also as perplexity) and draw the
-quality vs KV-memory Pareto.
+summarise them with `analysis.report.summarize` (mean ± 95% CI over seeds, paired Δ vs the baseline arm, p, Holm's
+p, MDE and the decision, also Δ as perplexity) and draw the quality vs KV-memory Pareto.
 
 Quick mode (what CI runs) trains a few arms of the grid's `ablation.quick=true` mode in a temporary sweep dir, in a
 subprocess of the training CLI with the basic launcher and one thread: a joblib worker's start-up costs more than
@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from analysis.plots import pareto_frontier
-from analysis.report import ARM, summarize
+from analysis.report import ARM, baseline_arm, check_one_study, margin_and_control, selection_metric, summarize
 from analysis.runs import load, load_metrics
 from workbench.blocks.patterns import GLOBAL
 from workbench.config import ModelConfig
@@ -110,18 +110,13 @@ def _temp_dir(prefix: str) -> Path:
 
 
 def load_grid(sweep_dir: str | Path) -> pd.DataFrame:
-    """The grid's runs, with val_ppl; a ValueError when one arm x seed appears twice (two studies in one dir)."""
+    """The grid's runs, with val_ppl; a ValueError when one arm x seed (x lr, in a tuned grid) appears twice (two
+    studies in one dir)."""
     runs = load(str(sweep_dir))
     if runs.empty or ARM not in runs:
         raise FileNotFoundError(f"no ablation runs under {sweep_dir}")
     runs = runs[runs[ARM].notna()].reset_index(drop=True)
-    twice = runs[runs.duplicated([ARM, "seed"], keep=False)]
-    if len(twice):
-        pairs = sorted(set(zip(twice[ARM], twice["seed"], strict=True)))
-        raise ValueError(
-            f"{sweep_dir}: arm x seed {pairs} appear in more than one run "
-            "(runs of different settings in one dir); point multirun_dir at one study"
-        )
+    check_one_study(runs, sweep_dir)
     return with_ppl(runs)
 
 
@@ -132,10 +127,12 @@ def with_ppl(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_grid(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """analysis.report.summarize of val_loss per arm, plus the same statistics of val perplexity (ppl_*)."""
+    """analysis.report.summarize of val_loss per arm (with the grid's ablation.margin and ablation.control), plus the
+    same statistics of val perplexity (ppl_*), at the learning rates picked for the loss."""
     runs = with_ppl(runs)
-    loss = summarize(runs, baseline, "val_loss")
-    ppl = summarize(runs, baseline, "val_ppl")
+    selection = selection_metric(runs, "val_loss")
+    loss = summarize(runs, baseline, "val_loss", **margin_and_control(runs), selection=selection)
+    ppl = summarize(runs, baseline, "val_ppl", selection=selection)
     cols = ["mean", "ci_lo", "ci_hi", "delta", "delta_lo", "delta_hi", "p_value"]
     return loss.join(ppl[cols].add_prefix("ppl_"))
 
@@ -174,8 +171,7 @@ def run_or_load_grid(
         if not sweep.is_dir():
             raise FileNotFoundError(f"{sweep} does not exist; make it with: {full_command(grid, arms)}")
     runs = load_grid(sweep)
-    baselines = runs["ablation.baseline"].dropna().unique()
-    baseline = str(baselines[0]) if len(baselines) else str(runs[ARM].iloc[0])
+    baseline = baseline_arm(runs)
     summary = summarize_grid(runs, baseline)
     title = f"{grid} ({'quick' if quick else 'full'} mode)"
     return GridResult(runs, summary, baseline, pareto_figure(summary, title), sweep)
@@ -196,7 +192,8 @@ def _interval(mean: float, lo: float, hi: float, fmt: str) -> str:
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """One readable row per arm: val loss and perplexity as mean ± CI half-width, Δ vs baseline [95% CI], p."""
+    """One readable row per arm: val loss and perplexity as mean ± CI half-width, Δ vs baseline [95% CI], p, Holm's
+    p, the MDE and the decision (analysis.report.summarize)."""
     rows = {}
     for _, r in summary.iterrows():
         rows[r["arm"] + (" (baseline)" if r["baseline"] else "")] = {
@@ -206,6 +203,9 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
             "val ppl": _pm(r["ppl_mean"], r["ppl_ci_lo"], r["ppl_ci_hi"], ".3f"),
             "Δ ppl": "" if r["baseline"] else _interval(r["ppl_delta"], r["ppl_delta_lo"], r["ppl_delta_hi"], ".3f"),
             "p (Δ loss)": "" if r["baseline"] or np.isnan(r["p_value"]) else f"{r['p_value']:.3g}",
+            "p_holm": "" if r["baseline"] or np.isnan(r["p_holm"]) else f"{r['p_holm']:.3g}",
+            "MDE (loss)": "" if r["baseline"] or np.isnan(r["mde"]) else f"{r['mde']:.3g}",
+            "decision": "" if r["baseline"] else r["decision"],
             "KV MiB @32k": f"{r['kv_bytes'] / 2**20:,.2f}",
             "params": f"{r['params']:,.0f}",
         }

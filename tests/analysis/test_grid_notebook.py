@@ -117,3 +117,24 @@ def test_summary_and_table_of_a_hand_made_store_match_scipy():
     assert (
         table.loc["c", "val loss"] == "3.0000" and table.loc["c", "Δ loss"] == "" and table.loc["c", "p (Δ loss)"] == ""
     )
+
+
+def test_summarize_grid_decides_at_each_arms_best_lr_with_the_grids_margin_and_control():
+    """The notebooks' summary uses analysis.report's decisions: best rate on selection_loss, ablation.margin and
+    ablation.control read from the runs, perplexity compared at the rates the loss picked."""
+    seed_effect = [0.0, 0.1, -0.05]
+    cells = {("base", 1e-3): (2.0, 2.0), ("base", 1e-2): (2.5, 1.9), ("copy", 1e-3): (2.0, 2.0),
+             ("copy", 1e-2): (2.6, 1.8), ("slow", 1e-3): (2.7, 2.9), ("slow", 1e-2): (2.3, 2.5)}  # fmt: skip
+    rows = [{"ablation.arm": arm, "seed": k, "optim.lr": lr, "status": "completed", "selection_loss": sel + e,
+             "val_loss": val + e + (0.01 * k if arm == "slow" else 0), "kv_cache_bytes": 1024, "params.total": 10,
+             "ablation.margin": 0.01, "ablation.control": "slow"}
+            for (arm, lr), (sel, val) in cells.items() for k, e in enumerate(seed_effect)]  # fmt: skip
+    s = gn.summarize_grid(pd.DataFrame(rows), "base").set_index("arm")
+    assert s["best_lr"].to_dict() == {"base": 1e-3, "copy": 1e-3, "slow": 1e-2}  # selection_loss's minima
+    assert s["decision"].to_dict() == {"base": "baseline", "copy": "equivalent", "slow": "worse"}
+    assert s["sensitive"].eq("yes").all()
+    slow = np.exp([2.5 + e + 0.01 * k for k, e in enumerate(seed_effect)])
+    assert s.loc["slow", "ppl_delta"] == pytest.approx((slow - np.exp(np.add(2.0, seed_effect))).mean())
+    table = gn.display_table(s.reset_index())
+    assert table.loc["slow", "decision"] == "worse" and table.loc["base (baseline)", "decision"] == ""
+    assert table.loc["slow", "p_holm"] == f"{s.loc['slow', 'p_holm']:.3g}" and float(table.loc["slow", "p_holm"]) < 0.05

@@ -45,3 +45,23 @@ def test_scaling_fit(tmp_path, n_runs):
     df = pd.DataFrame({"params.total": n, "tokens_seen": d, "val_loss": 1.7 + 400 / n**0.34 + 410 / d**0.28})[:n_runs]
     fits = fit_runs(df, n_boot=0)
     assert_written(plots.scaling_fit(fits, tmp_path / "scaling"), "scaling")
+
+
+def test_lr_sensitivity_figure_marks_each_arms_best_rate_and_divergence_edge(tmp_path):
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2]
+    table = pd.DataFrame({"arm": ["a"] * 4 + ["b"] * 4, "lr": lrs * 2,
+                          "mean": [2.4, 2.2, 2.1, 2.3, 2.5, 2.3, np.nan, 9.0],
+                          "ci_lo": [2.3, 2.1, 2.0, 2.2, 2.4, 2.2, np.nan, 8.0],
+                          "ci_hi": [2.5, 2.3, 2.2, 2.4, 2.6, 2.4, np.nan, 10.0],
+                          "diverged": [False] * 4 + [False, False, True, True]})  # fmt: skip
+    fig = plots.lr_sensitivity_figure(table, best={"a": 1e-2, "b": 3e-3})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar containers: (data line, caps, bars)
+    assert list(lines["a"].get_xdata()) == lrs and list(lines["a"].get_ydata()) == [2.4, 2.2, 2.1, 2.3]
+    assert list(lines["b"].get_xdata()) == lrs[:2]  # nothing drawn from the edge on: 9.0 would flatten the plot
+    points = [tuple(np.round(o, 6)) for c in ax.collections for o in c.get_offsets()]
+    assert (1e-2, 2.1) in points and (3e-3, 2.3) in points  # the best rates, ringed
+    assert (1e-2, 0.93) in points and not any(x == 3e-2 for x, _ in points)  # b's edge: its smallest diverged rate
+    assert ax.get_xlim()[0] < 1e-3 and ax.get_xlim()[1] > 3e-2
+    assert_written(plots.save(fig, tmp_path / "lr"), "lr")

@@ -1,0 +1,311 @@
+"""analysis.report's statistics on hand-made grids (no training): decisions, Holm, MDE, tuned arms, controls, commits.
+
+Every expected number comes from the construction, a hand computation or a simulation, never from the code under
+test; the grids are DataFrames shaped like `analysis.runs.load`'s, or tiny run dirs that it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from analysis import report
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_EFFECT = np.array([0.00, 0.13, -0.08, 0.21, 0.05])  # what a seed does to every arm alike: pairing removes it
+
+
+def frame(arms: Mapping[str, Sequence[float]], metric: str = "val_loss", **grid) -> pd.DataFrame:
+    """One completed run per (arm, seed i) with metric value arms[arm][i], and the grid keys as `ablation.<key>`."""
+    rows = [{"ablation.arm": arm, "seed": i, "status": "completed", metric: v, "kv_cache_bytes": 1024,
+             "params.total": 10, **{f"ablation.{k}": g for k, g in grid.items()}}
+            for arm, values in arms.items() for i, v in enumerate(values)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def by_arm(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.set_index("arm")
+
+
+# --- decisions ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("margin", [None, 0.0, 0.02])
+def test_an_arm_identical_to_the_baseline_is_equivalent_whatever_the_margin(margin):
+    base = 2.0 + SEED_EFFECT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zero spread: no precision-loss or divide-by-zero warning either
+        s = by_arm(report.summarize(frame({"base": base, "copy": base.copy()}), "base", margin=margin))
+    assert s.loc["copy", "decision"] == "equivalent" and bool(s.loc["copy", "identical"])
+    assert s.loc["copy", "delta"] == 0 and (s.loc["copy", "delta_lo"], s.loc["copy", "delta_hi"]) == (0, 0)
+    assert not s.loc["copy", "p_holm"] < 0.05
+    assert s.loc["base", "decision"] == "baseline" and np.isnan(s.loc["base", "p_holm"])
+
+
+def test_a_hopeless_learning_rate_is_worse_and_a_higher_accuracy_is_better():
+    base = 2.0 + SEED_EFFECT[:3]
+    hopeless = base + 1.0 + np.array([0.01, -0.02, 0.015])  # far higher loss on every seed
+    s = by_arm(report.summarize(frame({"base": base, "hopeless": hopeless}), "base"))
+    assert s.loc["hopeless", "decision"] == "worse" and s.loc["hopeless", "p_holm"] < 0.05
+    d = hopeless - base
+    assert s.loc["hopeless", "delta"] == pytest.approx(d.mean())
+    acc = frame({"base": 0.5 + SEED_EFFECT[:3] / 10, "up": 0.6 + SEED_EFFECT[:3] / 10 + [0.001, -0.002, 0.0],
+                 "down": 0.4 + SEED_EFFECT[:3] / 10 + [0.002, 0.0, -0.001]}, metric="val_accuracy")  # fmt: skip
+    s = by_arm(report.summarize(acc, "base", "val_accuracy"))
+    assert (s.loc["up", "decision"], s.loc["down", "decision"]) == ("better", "worse")
+
+
+def test_equivalence_is_tost_the_90_interval_inside_the_margin():
+    base = 2.0 + SEED_EFFECT
+    d = np.array([0.004, -0.003, 0.006, 0.001, -0.002])
+    runs = frame({"base": base, "arm": base + d})
+    half90 = stats.t.ppf(0.95, 4) * d.std(ddof=1) / np.sqrt(5)  # by hand: TOST at 0.05 = the 90% interval
+    half95 = stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    bound90, bound95 = abs(d.mean()) + half90, abs(d.mean()) + half95
+    between = (bound90 + bound95) / 2  # inside the margin at 90%, not at 95%
+    decisions = {m: by_arm(report.summarize(runs, "base", margin=m)).loc["arm", "decision"]
+                 for m in (None, 0.9 * bound90, between, 0.1)}  # fmt: skip
+    assert decisions == {None: "inconclusive", 0.9 * bound90: "inconclusive", between: "equivalent", 0.1: "equivalent"}
+    s = by_arm(report.summarize(runs, "base", margin=0.1))
+    assert (s.loc["arm", "tost_lo"], s.loc["arm", "tost_hi"]) == pytest.approx((d.mean() - half90, d.mean() + half90))
+    assert (s.loc["arm", "delta_lo"], s.loc["arm", "delta_hi"]) == pytest.approx((d.mean() - half95, d.mean() + half95))
+
+
+def test_a_bad_margin_or_control_is_named_with_what_is_allowed():
+    runs = frame({"base": [1.0, 1.1], "a": [1.2, 1.3]})
+    with pytest.raises(ValueError, match=r"ablation\.margin: got -0\.1; allowed: a number >= 0"):
+        report.summarize(runs, "base", margin=-0.1)
+    with pytest.raises(ValueError, match=r"ablation\.control: got 'nope'; allowed: an arm other than the baseline: a"):
+        report.summarize(runs, "base", control="nope")
+    with pytest.raises(ValueError, match=r"ablation\.margin: got 'wide'; allowed: a number >= 0"):
+        report.margin_and_control(frame({"base": [1.0], "a": [1.2]}, margin="wide"))
+    two_studies = pd.concat([frame({"x": [1.0]}, baseline="x"), frame({"y": [1.0]}, baseline="y")])
+    with pytest.raises(ValueError, match=r"ablation\.baseline: got \['x', 'y'\] across the runs; allowed: one"):
+        report.baseline_arm(two_studies)
+
+
+# --- Holm ----------------------------------------------------------------------------------------------------------
+
+
+def test_holm_matches_hand_computed_examples():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # the science review's norm_placement pair: 0.009 x2 = 0.018, 0.017 x1 -> raised to 0.018
+    assert report.holm([0.017, 0.009]) == pytest.approx([0.018, 0.018])
+    out = report.holm([0.2, np.nan, 0.6, 0.7])  # NaN is no test: m = 3
+    assert np.isnan(out[1]) and out[[0, 2, 3]] == pytest.approx([0.6, 1.0, 1.0])  # 0.6, 2 x 0.6 -> cap 1, 0.7
+
+
+def test_p_holm_of_a_grid_adjusts_over_its_arms_vs_the_baseline():
+    base = 2.0 + SEED_EFFECT[:4]
+    shifts = {"a": [0.05, 0.06, 0.04, 0.07], "b": [0.02, -0.01, 0.05, 0.01], "c": [0.03, -0.04, 0.02, 0.0]}
+    arms = {"base": base, **{arm: base + np.array(d) for arm, d in shifts.items()}}
+    s = by_arm(report.summarize(frame(arms), "base"))
+    p = {arm: stats.ttest_rel(arms[arm], base).pvalue for arm in "abc"}
+    assert [s.loc[a, "p_value"] for a in "abc"] == pytest.approx([p[a] for a in "abc"])
+    assert p["a"] < p["b"] < p["c"]  # the construction's order, so Holm by hand is:
+    expected = {"a": 3 * p["a"], "b": max(3 * p["a"], 2 * p["b"]), "c": min(1.0, max(3 * p["a"], 2 * p["b"], p["c"]))}
+    assert [s.loc[a, "p_holm"] for a in "abc"] == pytest.approx([expected[a] for a in "abc"])
+    assert p["a"] < 0.05 and (s.loc["a", "p_holm"] < 0.05) == (s.loc["a", "decision"] == "worse")
+
+
+# --- MDE -----------------------------------------------------------------------------------------------------------
+
+
+def simulated_power(effect: float, sd: float, n: int, reps: int = 40_000) -> float:
+    """Fraction of simulated paired studies (n differences ~ N(effect, sd)) a paired t-test at 0.05 rejects."""
+    d = np.random.default_rng(1).normal(effect, sd, size=(reps, n))
+    return float((stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05).mean())
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_mde_is_detected_with_80_percent_power_in_a_simulation(n):
+    base = 2.0 + SEED_EFFECT[:n]
+    d = np.array([0.03, -0.05, 0.08, 0.01, -0.02])[:n]
+    s = by_arm(report.summarize(frame({"base": base, "arm": base + d}), "base")).loc["arm"]
+    assert s["sd_d"] == pytest.approx(d.std(ddof=1))
+    # 40k replications: the simulated power's standard error is 0.002; (t_.975 + t_.8) sd/√n would give 0.76 at n=3
+    assert simulated_power(s["mde"], s["sd_d"], n) == pytest.approx(0.80, abs=0.01)
+    assert simulated_power(0.8 * s["mde"], s["sd_d"], n) < 0.75  # and it is the smallest such effect
+
+
+def test_mde_at_three_seeds_is_the_reviews_3_27_sd():
+    assert report.mde(1.0, 3) == pytest.approx(3.27, abs=0.01)  # science review §0.2, from the noncentral t
+    assert np.isnan(report.mde(1.0, 1))
+
+
+# --- tuned arms: best learning rate --------------------------------------------------------------------------------
+
+
+def tuned_frame(selection: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Two arms x 2 rates x 3 seeds where selection_loss and val_loss disagree on each arm's best rate."""
+    # (arm, lr) -> (selection_loss, val_loss) offsets on top of the seed effect
+    cells = {("base", 1e-3): (2.00, 2.30), ("base", 1e-2): (2.10, 2.20),
+             ("arm", 1e-3): (2.20, 2.05), ("arm", 1e-2): (1.90, 2.40)}  # fmt: skip
+    rows = []
+    for (arm, lr), (sel, val) in cells.items():
+        for seed in range(3):
+            jitter = 0.01 * ((seed * 7 + len(arm)) % 3)  # differs by arm: nonzero spread of the differences
+            rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": "completed",
+                         "val_loss": val + SEED_EFFECT[seed] + jitter, "kv_cache_bytes": 1, "params.total": 1,
+                         **({"selection_loss": sel + SEED_EFFECT[seed]} if selection else {})})  # fmt: skip
+    return pd.DataFrame(rows), cells
+
+
+def test_best_lr_is_picked_on_selection_loss_not_on_the_reported_loss():
+    runs, _ = tuned_frame()
+    s = by_arm(report.summarize(runs, "base"))
+    assert (s.loc["base", "best_lr"], s.loc["arm", "best_lr"]) == (1e-3, 1e-2)  # selection_loss's minima
+    at = runs.set_index(["ablation.arm", "optim.lr", "seed"])["val_loss"]
+    d = [at["arm", 1e-2, k] - at["base", 1e-3, k] for k in range(3)]  # paired by seed, each at its own best rate
+    assert s.loc["arm", "delta"] == pytest.approx(np.mean(d)) and s.loc["arm", "n_pairs"] == 3
+    assert s.loc["arm", "mean"] == pytest.approx(np.mean([at["arm", 1e-2, k] for k in range(3)]))
+    without, _ = tuned_frame(selection=False)
+    s = by_arm(report.summarize(without, "base"))
+    assert (s.loc["base", "best_lr"], s.loc["arm", "best_lr"]) == (1e-2, 1e-3)  # val_loss's minima
+    nan_selection = runs.assign(selection_loss=np.nan)
+    assert report.selection_metric(nan_selection, "val_loss") == "val_loss"
+
+
+def test_a_rate_where_a_seed_failed_is_not_picked():
+    runs, _ = tuned_frame()
+    failed = (runs["ablation.arm"] == "arm") & (runs["optim.lr"] == 1e-2) & (runs["seed"] == 2)
+    runs.loc[failed, ["status", "val_loss", "selection_loss"]] = ["failed", np.nan, np.nan]
+    assert by_arm(report.summarize(runs, "base")).loc["arm", "best_lr"] == 1e-3
+
+
+def test_lr_table_marks_failed_and_above_start_rates_as_diverged():
+    runs, _ = tuned_frame()
+    runs["model.vocab_size"] = 264  # a uniform guess scores ln 264 = 5.58 nats: where training starts
+    cell = runs["ablation.arm"].eq("base") & runs["optim.lr"].eq(1e-3)
+    runs.loc[cell & runs["seed"].eq(1), "val_loss"] = 5.7  # finite, but above the start
+    runs.loc[cell & runs["seed"].eq(2), "val_loss"] = 5.5  # below it: not diverged
+    runs.loc[(runs["ablation.arm"] == "arm") & (runs["optim.lr"] == 1e-2) & (runs["seed"] == 0), "status"] = "failed"
+    table = report.lr_table(runs).set_index(["arm", "lr"])
+    assert table["diverged"].to_dict() == {("base", 1e-3): True, ("base", 1e-2): False, ("arm", 1e-3): False,
+                                           ("arm", 1e-2): True}  # fmt: skip
+    assert table.loc[("arm", 1e-2), ["n", "failed"]].tolist() == [2, 1]
+
+
+# --- run dirs, the CLI ----------------------------------------------------------------------------------------------
+
+
+def write_run(root: Path, arm: str, seed: int, val_loss: float, *, sha: str | None = "a" * 40, lr: float = 3e-3,
+              selection_loss: float | None = None, **grid) -> None:  # fmt: skip
+    """A finished run dir as the training code leaves it: config.yaml, results.json, metrics.csv."""
+    run_dir = root / f"{arm}_s{seed}_lr{lr:g}"
+    run_dir.mkdir(parents=True)
+    config = {"seed": seed, "optim": {"lr": lr}, "model": {"vocab_size": 264},
+              "ablation": {"arm": arm, "baseline": "base", **grid}}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    results = {"status": "completed", "seed": seed, "val_loss": val_loss, "git_sha": sha, "kv_cache_bytes": 4096,
+               "params": {"total": 1000}}  # fmt: skip
+    if selection_loss is not None:
+        results["selection_loss"] = selection_loss
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "metrics.csv").write_text(f"step,train/loss,val/loss\n0,5.5,\n10,{val_loss + 0.1},{val_loss}\n")
+
+
+def write_grid(root: Path, arms: Mapping[str, Sequence[float]], **kw) -> Path:
+    for arm, values in arms.items():
+        for seed, v in enumerate(values):
+            write_run(root, arm, seed, float(v), **kw)
+    return root
+
+
+def test_a_control_that_does_not_separate_says_so_on_the_first_line(tmp_path, capsys):
+    base = 2.0 + SEED_EFFECT
+    arms = {"base": base, "local": base + np.array([0.03, -0.04, 0.02, -0.01, 0.01]),
+            "near": base + np.array([0.002, -0.001, 0.001, 0.0, -0.002])}  # fmt: skip
+    grid = write_grid(tmp_path / "blind", arms, control="local", margin=0.05)
+    s = by_arm(report.report(grid))
+    assert s["sensitive"].eq("no").all() and s.loc["local", "decision"] == "inconclusive"
+    assert s.loc["near", "decision"] == "inconclusive"  # its 90% interval is inside ±0.05, but the study is blind
+    text = (grid / "summary.md").read_text()
+    first = text.splitlines()[0]
+    assert "cannot see its factor" in first and "local" in first
+    assert first.endswith("no result below is evidence of no difference.")
+    assert "equivalent within" not in text and "not evidence of no difference" in text.splitlines()[2]
+    capsys.readouterr()
+
+    seeing = write_grid(tmp_path / "seeing", {**arms, "local": base + 0.3 + [0.01, -0.02, 0.0, 0.02, -0.01]},
+                        control="local", margin=0.05)  # fmt: skip
+    s = by_arm(report.report(seeing))
+    assert s["sensitive"].eq("yes").all() and s.loc["near", "decision"] == "equivalent"
+    lines = (seeing / "summary.md").read_text().splitlines()
+    assert lines[0].startswith("- local vs base: worse by ") and lines[1].startswith("- near vs base: equivalent")
+
+
+def test_summary_md_opens_with_each_arm_in_words_and_the_mde(tmp_path, capsys):
+    base = 2.0 + SEED_EFFECT[:3]
+    d = np.array([0.03, 0.025, 0.035])
+    grid = write_grid(tmp_path / "g", {"base": base, "r3_1": base + d}, margin=0.01)
+    report.report(grid)
+    lines = (grid / "summary.md").read_text().splitlines()
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    p = stats.ttest_rel(base + d, base).pvalue  # one comparison: Holm leaves it
+    assert lines[0].startswith(f"- r3_1 vs base: worse by {d.mean():.3f} nats [{d.mean() - half:.3f}, "
+                               f"{d.mean() + half:.3f}], p_holm {p:.2g} (MDE ")  # fmt: skip
+    assert lines[1].startswith("- MDE (the smallest |Δ| detected with 80% power") and "over 3 seeds" in lines[1]
+    table = pd.read_csv(grid / "summary.csv")
+    assert {"p_holm", "mde", "decision", "best_lr", "sensitive", "sd_d", "tost_lo", "tost_hi"} <= set(table.columns)
+    capsys.readouterr()
+
+
+def test_a_tuned_grid_without_selection_loss_notes_it_and_draws_loss_vs_lr(tmp_path, capsys):
+    runs, cells = tuned_frame(selection=False)
+    for r in runs.to_dict("records"):
+        write_run(tmp_path / "t", r["ablation.arm"], r["seed"], r["val_loss"], lr=r["optim.lr"])
+    s = by_arm(report.report(tmp_path / "t"))
+    assert (s.loc["base", "best_lr"], s.loc["arm", "best_lr"]) == (1e-2, 1e-3)
+    text = (tmp_path / "t" / "summary.md").read_text()
+    assert "the choice was made on the reported split" in text
+    assert all((tmp_path / "t" / f"lr_sensitivity.{ext}").stat().st_size > 0 for ext in ("png", "svg"))
+    for r in runs.to_dict("records"):  # the same grid with a selection split: no such note
+        write_run(tmp_path / "u", r["ablation.arm"], r["seed"], r["val_loss"], lr=r["optim.lr"],
+                  selection_loss=cells[r["ablation.arm"], r["optim.lr"]][0])  # fmt: skip
+    report.report(tmp_path / "u")
+    assert "reported split" not in (tmp_path / "u" / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "analysis.report", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_mixed_commits_are_refused_by_the_cli_unless_allowed(tmp_path):
+    grid = tmp_path / "mixed"
+    for arm, values in {"base": [2.0, 2.1, 2.3], "a": [2.1, 2.15, 2.2]}.items():
+        for seed, v in enumerate(values):
+            write_run(grid, arm, seed, v, sha=["1" * 40, "2" * 40, None][seed])  # a third run recorded no commit
+    refused = cli(grid)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    line = refused.stderr.strip()
+    assert line.startswith("error: git_sha:") and "--allow-mixed-commits" in line
+    assert all(name in line for name in ("1" * 12, "2" * 12, "unknown")) and "3 commits" in line
+    assert not (grid / "summary.csv").exists()
+    allowed = cli(grid, "--allow-mixed-commits")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert (grid / "summary.csv").is_file() and "pooled with --allow-mixed-commits" in (grid / "summary.md").read_text()
+
+
+def test_one_commit_and_runs_without_one_are_each_a_single_commit(tmp_path, capsys):
+    for sha, name in (("f" * 40, "one"), (None, "none")):
+        grid = write_grid(tmp_path / name, {"base": [2.0, 2.1], "a": [2.2, 2.25]}, sha=sha)
+        assert len(report.report(grid)) == 2
+    assert report.commits(pd.DataFrame({"git_sha": [None, np.nan, "b"]})).to_dict() == {"unknown": 2, "b": 1}
+    capsys.readouterr()
