@@ -4,7 +4,6 @@ import torch
 
 from workbench.model import build_model
 from workbench.presets import get_preset
-from workbench.quant import experiment
 from workbench.quant.fake_quant import FakeQuantLinear
 from workbench.quant.qat import evaluate_quantized, prepare_qat, qat_loss
 
@@ -43,32 +42,3 @@ def test_evaluate_quantized_is_mean_token_cross_entropy():
     masked = evaluate_quantized(model, [(tokens[:, :-1], labels)])
     assert math.isfinite(masked) and masked != ce.item()
     assert math.isnan(evaluate_quantized(model, []))
-
-
-def test_experiment_quick_table(capsys):
-    rows = experiment.main(
-        [
-            "--steps",
-            "30",
-            "--qat-steps",
-            "15",
-            "--n-bytes",
-            "60000",
-            "--val-windows",
-            "16",
-            "--seq-len",
-            "32",
-            "--batch-size",
-            "8",
-            "--threads",
-            "1",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert [r["weights"] for r in rows] == ["fp32", "bf16 PTQ", "int4 PTQ", "int4 QAT"]
-    assert "val loss" in out and all(r["weights"] in out for r in rows)
-    loss = {r["weights"]: r["val_loss"] for r in rows}
-    assert all(math.isfinite(v) for v in loss.values())
-    assert loss["int4 QAT"] <= loss["int4 PTQ"] + 0.02
-    size = {r["weights"]: r["weight_bytes"] for r in rows}
-    assert size["fp32"] == 2 * size["bf16 PTQ"] and size["int4 QAT"] == size["int4 PTQ"] < size["bf16 PTQ"] / 3

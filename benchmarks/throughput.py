@@ -10,7 +10,7 @@ prefill cost of a 5:1 model with a 1024 window as the context grows, beside the 
 `--context` and `--window` set the compared model's sequence length and local window (default: the preset's), e.g.
 `--batch 1 --context 4096 --window 1024`: the long-context 5:1 setting where our local layers attend over O(T * W)
 pairs and the reference's sdpa path over a dense T x T masked score matrix. `--sections` runs a subset.
-Usage: `python -m analysis.throughput [--preset small] [--batch 4] [--context 512] [--window 128] [--steps 5]
+Usage: `python -m benchmarks.throughput [--preset small] [--batch 4] [--context 512] [--window 128] [--steps 5]
 [--threads 2] [--sections reference paths scaling] [--json] [--quick]`.
 """
 
@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import transformers
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
@@ -38,6 +37,7 @@ from workbench.config import ModelConfig
 from workbench.interop import to_hf
 from workbench.model import Transformer, build_model
 from workbench.presets import get_preset, list_presets
+from workbench.training.timing import next_token_loss, train_step
 
 PHASES = ("train", "prefill", "decode")
 SECTIONS = ("reference", "paths", "scaling")
@@ -123,15 +123,9 @@ def _phase_setups(runner: dict[str, Callable], ids: torch.Tensor, new_tokens: in
     model = runner["model"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-    def train() -> Callable[[], None]:
-        def step() -> None:
-            logits = runner["logits"](ids)
-            F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten()).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+    def train() -> Callable[[], Any]:
         model.train()
-        return step
+        return lambda: train_step(model, opt, ids, loss_fn=lambda _, x: next_token_loss(runner["logits"], x))
 
     def prefill() -> Callable[[], Any]:
         model.eval()
@@ -317,7 +311,7 @@ def _print_scaling(s: dict[str, Any], cpu: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m analysis.throughput", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=list_presets())
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--context", type=int, default=None, help="tokens per sequence (default: max_seq_len)")

@@ -1,10 +1,10 @@
 """Quick QAT experiment: val loss of a briefly trained `tiny` in fp32, bf16, post-training int4 and int4 QAT.
 
-    python -m workbench.quant.experiment            # quick mode, < 3 minutes on 2 cores
-    python -m workbench.quant.experiment --steps 40 --qat-steps 20   # smoke test
+    python -m benchmarks.quant_experiment            # quick mode, < 3 minutes on 2 cores
+    python -m benchmarks.quant_experiment --steps 40 --qat-steps 20   # smoke test
 
 Data: bytes of Python files from the standard library (always present), token id = byte value. A plain torch
-loop, until the shared training loop takes this over.
+loop of `workbench.training.timing.train_step` (fp32), with a learning-rate schedule and gradient clipping.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from workbench.presets import get_preset
 from workbench.quant.fake_quant import export_model, export_weight, quantize_model_ptq, remove_fake_quant
 from workbench.quant.formats import get_format
 from workbench.quant.qat import evaluate_quantized, prepare_qat, qat_loss
+from workbench.training.timing import train_step
 
 
 def stdlib_bytes(n_bytes: int) -> torch.Tensor:
@@ -53,15 +54,12 @@ def train(model, loss_fn, train_windows, steps: int, lr: float, batch_size: int,
     model.train()
     for _ in range(steps):
         batch = train_windows[torch.randint(len(train_windows), (batch_size,), generator=g)]
-        loss = loss_fn(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(model, opt, batch, loss_fn=loss_fn, clip_norm=1.0)
         sched.step()
 
 
-def next_token_loss(model, batch: torch.Tensor) -> torch.Tensor:
+def window_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token loss of a (N, seq_len + 1) window: the model sees its first seq_len tokens (its max_seq_len)."""
     return F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
 
 
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     t0 = time.time()
 
     model = build_model(cfg)
-    train(model, next_token_loss, train_w, args.steps, args.lr, args.batch_size, args.seed)
+    train(model, window_loss, train_w, args.steps, args.lr, args.batch_size, args.seed)
     rows = [{"weights": "fp32", "val_loss": evaluate_quantized(model, val), "fmt": "fp32"}]
     for name in ("bf16", args.fmt):
         ptq = quantize_model_ptq(copy.deepcopy(model), name, embedding=args.embedding)

@@ -1,5 +1,4 @@
 import json
-import math
 import time
 import warnings
 
@@ -7,7 +6,9 @@ import pytest
 import torch
 
 import workbench.blocks.attention as attention
-from analysis import throughput
+from analysis.flops import forward_flops
+from analysis.kv_cache import kv_cache_bytes
+from benchmarks import throughput
 from workbench.blocks.attention import attention_path
 from workbench.model import build_model
 from workbench.presets import get_preset
@@ -17,18 +18,51 @@ def test_quick_mode_runs_both_models_and_every_cpu_path(capsys):
     throughput.main(["--quick", "--json", "--threads", "1"])
     r = json.loads(capsys.readouterr().out)
     assert {"device", "threads", "load_average", "params", "reference", "paths", "scaling"} <= set(r)
+    cfg = throughput.benchmark_config("tiny", throughput.QUICK["context"], None)
+    assert r["params"] == sum(p.numel() for p in build_model(cfg).parameters())
     assert set(r["reference"]) == set(throughput.PHASES)
     for phase in r["reference"].values():
-        assert all(math.isfinite(phase[k]) and phase[k] > 0 for k in ("ratio", "cpu_ratio"))
-        for model in ("ours", "reference"):
-            assert all(phase[model][k] > 0 for k in ("tokens_per_s", "cpu_tokens_per_s", "peak_mb"))
+        ours, ref = phase["ours"], phase["reference"]
+        assert phase["ratio"] == pytest.approx(ours["tokens_per_s"] / ref["tokens_per_s"])
+        assert phase["cpu_ratio"] == pytest.approx(ours["cpu_tokens_per_s"] / ref["cpu_tokens_per_s"])
+    # peak memory counts what each call allocates: fresh gradients in a train step (set to None after each),
+    # the logits and the KV cache a prefill fills
+    batch, context, new = (throughput.QUICK[k] for k in ("batch", "context", "new_tokens"))
+    grads_mb = r["params"] * 4 / 2**20
+    prefill_mb = (batch * context * cfg.vocab_size * 4 + kv_cache_bytes(cfg, context + new, batch, "float32")) / 2**20
+    for model in ("ours", "reference"):
+        assert r["reference"]["train"][model]["peak_mb"] >= grads_mb
+    assert r["reference"]["prefill"]["ours"]["peak_mb"] >= prefill_mb
     for path in ("auto", "dense"):
-        assert all(r["paths"][path][p]["tokens_per_s"] > 0 for p in ("train", "prefill"))
+        assert r["paths"][path]["train"]["peak_mb"] >= grads_mb
+        assert r["paths"][path]["prefill"]["peak_mb"] >= prefill_mb
     assert "unavailable" in r["paths"]["flex"]
-    assert [row["context"] for row in r["scaling"]["rows"]] == throughput.QUICK["sweep"]
-    assert all(
-        row[k] > 0 for row in r["scaling"]["rows"] for k in ("tokens_per_s", "cpu_tokens_per_s", "flops_per_token")
-    )
+    rows = r["scaling"]["rows"]
+    per_ctx = [row["context"] for row in rows]
+    assert per_ctx == throughput.QUICK["sweep"]
+    sweep_cfg = cfg.replace(layer_pattern="5:1", window=throughput.QUICK["sweep_window"], max_seq_len=max(per_ctx))
+    for row in rows:
+        assert row["flops_per_token"] == forward_flops(sweep_cfg, row["context"]) / row["context"]
+    per_token = [row["flops_per_token"] for row in rows]
+    assert per_token == sorted(set(per_token)), "the global layer's attention grows with the context"
+
+
+def test_peak_bytes_counts_the_tensors_a_call_allocates():
+    mib = 2**20
+    assert mib <= throughput.peak_bytes(lambda: lambda: torch.ones(mib // 4), torch.device("cpu")) < 1.05 * mib
+    two = throughput.peak_bytes(lambda: lambda: (torch.ones(mib // 4), torch.ones(mib // 4)), torch.device("cpu"))
+    assert 2 * mib <= two < 2.1 * mib
+
+
+def test_train_phase_is_an_optimiser_step():
+    """The timed train closure updates the weights and leaves no gradients behind (the next step allocates them)."""
+    cfg = get_preset("tiny")
+    model = build_model(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, 32))
+    before = [p.detach().clone() for p in model.parameters()]
+    throughput._phase_setups(throughput._ours(model), ids, 1)["train"]()()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("softcap", [False, True])

@@ -3,9 +3,10 @@
 Trains the same config (`workbench.training.run`, stdlib corpus, no W&B) with `trainer.monitor_every=0` and
 `=N`, alternating the two `--repeats` times so machine load hits both alike, and prints the median time per
 optimiser step (training time from Lightning's ThroughputMonitor; validation excluded) and the overhead.
-Then, less exposed to load: the extra time of one probed forward + backward over a plain one, alternating 2 x
-`--reps` times on the same batch, and that cost spread over N steps.
-Usage: `python -m analysis.stability_overhead [--preset small] [--steps 40] [--every 10] [--repeats 2]`.
+Then, less exposed to load: the extra time of one probed train step (`training.timing.train_step`: forward,
+backward, AdamW) over a plain one, alternating 2 x `--reps` times on the same batch, and that cost spread over N
+steps.
+Usage: `python -m benchmarks.stability_overhead [--preset small] [--steps 40] [--every 10] [--repeats 2]`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from analysis.presets_cli import print_table
 from workbench import build_model, get_preset
-from workbench.training.config_store import register_presets
-from workbench.training.overrides import CONF_DIR, VERSION_BASE
+from workbench.training.compose import compose_train
 from workbench.training.run import run
 from workbench.training.stability import attach_probes, detach_probes
+from workbench.training.timing import train_step
 
 
 def step_time(preset: str, steps: int, every: int, batch_size: int, run_dir: Path) -> tuple[float, dict]:
@@ -34,35 +33,32 @@ def step_time(preset: str, steps: int, every: int, batch_size: int, run_dir: Pat
                  f"trainer.monitor_every={every}", "trainer.precision=bf16-mixed", f"data.batch_size={batch_size}",
                  f"optim.warmup_steps={steps // 4}",
                  "data.val_tokens=512", f"trainer.throughput_window={steps}", "trainer.progress_bar=false"]  # fmt: skip
-    with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):
-        cfg = compose("train", overrides=overrides)
-    r = run(cfg, run_dir)
+    r = run(compose_train(overrides), run_dir)
     return r["tokens_seen"] / r["tokens_per_s"] / r["steps"], r
 
 
 def probed_step_cost(preset: str, batch_size: int, reps: int) -> tuple[float, float]:
-    """Median seconds of a plain and of a probed forward + backward (bf16 autocast) at the preset's context."""
+    """Median seconds of a plain and of a probed train step (bf16-mixed, AdamW) at the preset's context."""
     cfg = get_preset(preset)
     model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.max_seq_len))
     times: dict[bool, list[float]] = {False: [], True: []}
-    for i in range(2 * reps + 2):  # the first two: warm-up
+    for i in range(2 * reps + 2):  # the first two: warm-up (the first also allocates AdamW's state)
         probed = bool(i % 2)
         if probed:
             attach_probes(model)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(x)
-        F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        train_step(model, opt, x, "bf16-mixed")
         if i >= 2:
             times[probed].append(time.perf_counter() - start)
         detach_probes(model)
-        model.zero_grad(set_to_none=True)
     return statistics.median(times[False]), statistics.median(times[True])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.stability_overhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stability_overhead",
+                                     description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--every", type=int, default=10, help="trainer.monitor_every of the monitored runs")
@@ -72,7 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.every < 1:
         raise ValueError(f"--every: got {args.every}; allowed: a positive number of steps")
-    register_presets()
     times: dict[int, list[float]] = {0: [], args.every: []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{r['threads']} threads")  # fmt: skip
     print_table(["monitors", "ms/step (median)", "ms/step (each repeat)", "overhead"], rows)
     plain, probed = probed_step_cost(args.preset, args.batch_size, args.reps)
-    print(f"\none forward + backward, batch {args.batch_size} x {get_preset(args.preset).max_seq_len}, median of "
+    print(f"\none train step, batch {args.batch_size} x {get_preset(args.preset).max_seq_len}, median of "
           f"{args.reps} each: plain {plain * 1e3:,.1f} ms, probed {probed * 1e3:,.1f} ms ({probed / plain - 1:+.1%}); "
           f"monitoring every {args.every} steps: {(probed / plain - 1) / args.every:+.2%} per step")  # fmt: skip
 

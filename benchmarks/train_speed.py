@@ -5,9 +5,9 @@ supply the numbers) on the embedded stdlib corpus, in a temporary run dir with n
 datasheet peak Lightning knows for a GPU (or `--peak-flops`), and against a measured dense-matmul rate on CPU.
 On CUDA the attention auto path runs flash (SDPA) on global layers and compiled flex_attention on local ones.
 
-Usage: `python -m analysis.train_speed [--presets tiny small] [--steps 30] [--precision bf16-mixed]
+Usage: `python -m benchmarks.train_speed [--presets tiny small] [--steps 30] [--precision bf16-mixed]
 [--batch-size 8] [--seq-len N] [--device auto|cpu|cuda] [--compile] [--peak-flops F] [--quick]`.
-GPU benchmark: `python -m analysis.train_speed --presets base125m --device cuda --batch-size 16 --steps 50`.
+GPU benchmark: `python -m benchmarks.train_speed --presets base125m --device cuda --batch-size 16 --steps 50`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from analysis.presets_cli import print_table
-from workbench.training.config_store import register_presets
-from workbench.training.overrides import CONF_DIR, VERSION_BASE
+from workbench.training.compose import compose_train
 from workbench.training.run import run
 
 QUICK = {"steps": 2, "batch_size": 2, "seq_len": 64}  # a smoke run of the code path, seconds on CPU
@@ -48,9 +46,7 @@ def measure(
                  f"optim.warmup_steps={max(1, steps // 2)}",  # the schedule must fit the run; speed ignores it
                  *([f"data.seq_len={seq_len}"] if seq_len else []),
                  *([f"trainer.peak_flops={peak_flops}"] if peak_flops else [])]  # fmt: skip
-    with initialize_config_dir(str(CONF_DIR), version_base=VERSION_BASE):
-        cfg = compose("train", overrides=overrides)
-    return run(cfg, run_dir / preset)
+    return run(compose_train(overrides), run_dir / preset)
 
 
 def _check_device(device: str, precision: str, peak_flops: float | None) -> None:
@@ -64,8 +60,8 @@ def _check_device(device: str, precision: str, peak_flops: float | None) -> None
                              f"{torch.cuda.get_device_name()}: pass it in FLOP/s (dense, no sparsity)")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.train_speed", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "32-true"])
@@ -79,12 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     _check_device(args.device, args.precision, args.peak_flops)
     if args.quick:
         args.steps, args.batch_size, args.seq_len = QUICK["steps"], QUICK["batch_size"], QUICK["seq_len"]
-    register_presets()
-    rows = []
+    rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
             r = measure(preset, args.steps, args.precision, args.batch_size, Path(tmp), args.device, args.seq_len,
                         args.compile, args.peak_flops)  # fmt: skip
+            results.append(r)
             tokens_per_step = r["tokens_seen"] // r["steps"]
             rows.append([preset, f"{r['params']['total'] / 1e6:.2f}M", tokens_per_step, f"{r['tokens_per_s']:,.0f}",
                          f"{r['mfu']:.1%}", f"{r['peak_flops'] / 1e9:,.0f}"])  # fmt: skip
@@ -92,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     peak = (
         "the datasheet peak" if cuda and not args.peak_flops else "--peak-flops" if cuda else "a measured matmul peak"
     )
-    print(f"$ python -m analysis.train_speed {shlex.join(argv if argv is not None else sys.argv[1:])}")
+    print(f"$ python -m benchmarks.train_speed {shlex.join(argv if argv is not None else sys.argv[1:])}")
     print(f"train throughput, {args.precision}, batch {args.batch_size}, {args.steps} steps, device {r['device']} "
           f"({r['device_name']}), torch {r['torch_version']}, {r['threads']} threads, compile {args.compile}; "
           f"MFU against {peak}")  # fmt: skip
     print_table(["preset", "params", "tokens/step", "tokens/s", "MFU", "peak GFLOP/s"], rows)
+    return results
 
 
 if __name__ == "__main__":
