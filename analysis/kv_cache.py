@@ -1,8 +1,8 @@
-"""KV-cache bytes computed from a `ModelConfig`, and measured from a real allocated cache.
+"""KV-cache bytes of each preset, from its model's own layers (`workbench.accounting`), and measured from a real cache.
 
-Per layer: cached elements per token x cached tokens x bytes per element, where a local layer caches
-min(context, window) tokens and a global layer all of them. Elements per token: 2 (K and V) x n_kv_heads x
-head_dim for `mha`; latent + RoPE key width for `mla`.
+Per layer: the attention kind's cached bytes per token x the tokens it caches, where a local layer caches
+min(context, window) tokens and a global layer all of them. `bytes_read_per_token` is the decode cost: the KV
+bytes one token decoded at `context` reads, every token it attends (a local layer at most `window` of them).
 Usage: `python -m analysis.kv_cache gemma3-27b --context 32768 [--dtype bfloat16] [--batch 1] [--json] [--measure]`.
 """
 
@@ -14,48 +14,10 @@ import json
 import torch
 
 from analysis.presets_cli import add_preset_args, print_table, selected_presets
-from workbench.blocks.patterns import GLOBAL, LOCAL
+from workbench.accounting import DTYPES, kv_bytes_read_per_token, kv_cache_bytes, kv_cache_bytes_per_layer
+from workbench.blocks.patterns import GLOBAL
 from workbench.config import ModelConfig
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float8": torch.float8_e4m3fn}
-
-
-def dtype_bytes(dtype: str) -> int:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: got {dtype!r}; allowed: {', '.join(DTYPES)}")
-    return DTYPES[dtype].itemsize
-
-
-def cached_tokens(cfg: ModelConfig, layer_type: str, context_len: int, window: int | None = None) -> int:
-    return min(context_len, window or cfg.window) if layer_type == LOCAL else context_len
-
-
-def cached_elements_per_token(cfg: ModelConfig, kind: str) -> int:
-    """Elements one token adds to one layer's cache for a registered attention `kind`."""
-    if kind == "mha":
-        return 2 * cfg.n_kv_heads * cfg.resolved_head_dim
-    if kind == "mla":
-        return cfg.mla_latent_dim + cfg.mla_rope_dim
-    raise ValueError(f"attention: no KV-cache formula for {kind!r}; known: mha, mla")
-
-
-def kv_cache_bytes_per_layer(
-    cfg: ModelConfig, context_len: int, batch_size: int = 1, dtype: str = "bfloat16", window: int | None = None
-) -> list[int]:
-    scale = dtype_bytes(dtype) * batch_size
-    return [
-        cached_elements_per_token(cfg, cfg.attention_for(t)) * cached_tokens(cfg, t, context_len, window) * scale
-        for t in cfg.layer_types
-    ]
-
-
-def kv_cache_bytes(
-    cfg: ModelConfig, context_len: int, batch_size: int = 1, dtype: str = "bfloat16", window: int | None = None
-) -> int:
-    """Bytes of the KV cache for `batch_size` sequences of `context_len` tokens (window: override cfg.window)."""
-    if context_len < 1 or batch_size < 1:
-        raise ValueError(f"context_len and batch_size: got {context_len}, {batch_size}; allowed: values >= 1")
-    return sum(kv_cache_bytes_per_layer(cfg, context_len, batch_size, dtype, window))
+from workbench.model import build_model
 
 
 def kv_cache_bytes_all_global(cfg: ModelConfig, context_len: int, batch_size: int = 1, dtype: str = "bfloat16") -> int:
@@ -65,8 +27,6 @@ def kv_cache_bytes_all_global(cfg: ModelConfig, context_len: int, batch_size: in
 
 def measured_kv_cache_bytes(cfg: ModelConfig, context_len: int, batch_size: int = 1, dtype: str = "bfloat16") -> int:
     """Allocate the model's real cache for `context_len` tokens and sum its tensors' bytes."""
-    from workbench.model import build_model
-
     with torch.device("meta"):
         model = build_model(cfg)
     model.embed.to_empty(device="cpu")  # the cache takes its device from the embedding
@@ -80,6 +40,7 @@ def report(cfg: ModelConfig, context_len: int, batch_size: int, dtype: str, meas
         "bytes": kv_cache_bytes(cfg, context_len, batch_size, dtype),
         "bytes_all_global": kv_cache_bytes_all_global(cfg, context_len, batch_size, dtype),
         "bytes_per_layer": kv_cache_bytes_per_layer(cfg, context_len, batch_size, dtype),
+        "bytes_read_per_token": kv_bytes_read_per_token(cfg, context_len, dtype),
     }  # fmt: skip
     if measure:
         out["bytes_measured"] = measured_kv_cache_bytes(cfg, context_len, batch_size, dtype)
@@ -102,12 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(next(iter(reports.values())) if len(reports) == 1 else reports, indent=2))
         return
     gib = 2**30
-    header = ["preset", "bytes", "GiB", "all-global bytes", "all-global GiB", "saving"]
+    header = ["preset", "bytes", "GiB", "all-global bytes", "all-global GiB", "saving", "read per token"]
     header += ["measured bytes", "measured == computed"] if args.measure else []
     rows = []
     for name, r in reports.items():
         row = [name, r["bytes"], f"{r['bytes'] / gib:.3f}", r["bytes_all_global"],
-               f"{r['bytes_all_global'] / gib:.3f}", f"{1 - r['bytes'] / r['bytes_all_global']:.1%}"]  # fmt: skip
+               f"{r['bytes_all_global'] / gib:.3f}", f"{1 - r['bytes'] / r['bytes_all_global']:.1%}",
+               r["bytes_read_per_token"]]  # fmt: skip
         if args.measure:
             row += [r["bytes_measured"], str(r["bytes_measured"] == r["bytes"])]
         rows.append(row)

@@ -10,17 +10,14 @@ Usage: `python -m analysis.memory gemma3-27b [--context 32768] [--kv-dtype bfloa
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 from collections.abc import Mapping
 
-import torch
-
 from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_all_global
 from analysis.presets_cli import add_preset_args, print_table, selected_presets
+from workbench.accounting import meta_model
 from workbench.config import ModelConfig
-from workbench.model import build_model
 from workbench.quant.formats import FORMATS, QuantFormat, get_format
 
 VECTOR_BYTES = 2  # bf16
@@ -30,12 +27,9 @@ TABLE3_COLUMNS = {"bf16": "Raw (bf16)", "int4": "Int4", "int4_block32": "Int4 (b
 PARTS = ("weights", "+KV", "+KV all-global")
 
 
-@functools.lru_cache(maxsize=32)
 def parameter_shapes(cfg: ModelConfig) -> tuple[tuple[int, ...], ...]:
     """Shapes of the model's parameters (a tied embedding once), read from a meta-device build: no memory used."""
-    with torch.device("meta"):
-        model = build_model(cfg)
-    return tuple(tuple(p.shape) for p in model.parameters())
+    return tuple(tuple(p.shape) for p in meta_model(cfg).parameters())
 
 
 def weight_bytes(cfg: ModelConfig, fmt: str | QuantFormat) -> int:

@@ -44,6 +44,10 @@ class Block(nn.Module):
         x = self._residual(x, lambda h: self.attn(h, positions, cache), "attn")
         return self._residual(x, self.mlp, "mlp")
 
+    def flops(self, tokens: int, start: int = 0) -> int:
+        """Forward FLOPs of `tokens` new tokens after `start` cached ones (norms are elementwise: not counted)."""
+        return self.attn.flops(tokens, start) + self.mlp.flops(tokens)
+
     def _residual(self, x: torch.Tensor, f, name: str) -> torch.Tensor:
         if self.placement == "post":
             return getattr(self, f"{name}_post_norm")(x + self.dropout(f(x)))
@@ -86,18 +90,28 @@ class Transformer(nn.Module):
         device = self.embed.weight.device
         return KVCache([b.attn.new_cache(batch_size, max_len, dtype, device) for b in self.blocks], max_len)
 
-    def set_window(self, window: int) -> None:
+    def set_window(self, window: int) -> Transformer:
         """Change the sliding window of every local layer, e.g. evaluate at a smaller window than trained.
 
         Gemma 2 (Table 10) trains with 4096 and evaluates at 2048 or 1024 at a small perplexity cost. Logits change
         only at positions >= the new window; caches allocated afterwards are smaller (`new_cache`), and a cache
-        allocated before a larger window is rejected by the forward pass.
+        allocated before a larger window is rejected by the forward pass. Returns the model, whose `cfg` now says
+        the new window, so what reads the config (accounting, checkpoints, `to_hf`) sees the model as it runs.
         """
         if window < 1:
             raise ValueError(f"window: got {window}; allowed: a value >= 1")
         for block in self.blocks:
             if block.attn.window is not None:
                 block.attn.window = window
+        self.cfg = self.cfg.replace(window=window)
+        return self
+
+    def flops(self, tokens: int, start: int = 0) -> int:
+        """Forward FLOPs of `tokens` new tokens after `start` cached ones: the blocks, then the LM head at every
+        position. The convention is stated once, in workbench/accounting.py.
+        """
+        head = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return sum(block.flops(tokens, start) for block in self.blocks) + 2 * tokens * head.numel()
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds."""

@@ -1,22 +1,9 @@
 import json
 
-import pytest
-import torch
-
-from analysis.flops import (
-    attended_pairs,
-    decode_flops,
-    forward_flops,
-    fvcore_flops,
-    layer_flops,
-    main,
-    prefill_flops,
-    training_flops,
-)
-from analysis.params import attention_params, mlp_params, norm_params
+from analysis.flops import decode_flops, forward_flops, layer_flops, main, prefill_flops, training_flops
 from workbench import get_preset
+from workbench.blocks.attention import attended_pairs
 from workbench.config import ModelConfig
-from workbench.model import build_model
 
 # d=8, 2 query heads and 1 KV head of dim 4, GeGLU hidden 16, vocabulary 10, local then global, window 2
 HAND = ModelConfig(vocab_size=10, d_model=8, n_layers=2, n_heads=2, n_kv_heads=1, mlp_hidden=16, max_seq_len=8,
@@ -24,11 +11,11 @@ HAND = ModelConfig(vocab_size=10, d_model=8, n_layers=2, n_heads=2, n_kv_heads=1
 
 
 def test_attended_pairs_by_hand():
-    assert attended_pairs("local", 10, window=4) == 1 + 2 + 3 + 4 * 7
-    assert attended_pairs("global", 10, window=4) == 55
-    assert attended_pairs("local", 2, window=4, start=8) == 4 + 4
-    assert attended_pairs("global", 2, window=4, start=8) == 9 + 10
-    assert attended_pairs("local", 3, window=100) == attended_pairs("global", 3, window=100) == 6
+    assert attended_pairs(10, window=4) == 1 + 2 + 3 + 4 * 7
+    assert attended_pairs(10, window=None) == 55
+    assert attended_pairs(2, window=4, start=8) == 4 + 4
+    assert attended_pairs(2, window=None, start=8) == 9 + 10
+    assert attended_pairs(3, window=100) == attended_pairs(3, window=None) == 6
 
 
 def test_layer_flops_by_hand():
@@ -55,13 +42,6 @@ def test_decode_steps_sum_to_prefill():
     assert sum(decode_flops(cfg, c) for c in range(n)) == prefill_flops(cfg, n)
 
 
-def test_matmul_flops_are_twice_the_matmul_params():
-    cfg = get_preset("gemma3-27b")
-    layer = layer_flops(cfg, 7)[0]
-    matmul_params = attention_params(cfg) - 2 * norm_params(cfg, cfg.resolved_head_dim) + mlp_params(cfg)
-    assert layer.projections + layer.mlp == 2 * 7 * matmul_params
-
-
 def test_window_saves_attention_flops_at_long_context():
     cfg = get_preset("gemma3-27b")
     hybrid, all_global = forward_flops(cfg, 32_768), forward_flops(cfg.replace(layer_pattern="global"), 32_768)
@@ -70,26 +50,15 @@ def test_window_saves_attention_flops_at_long_context():
     assert min(attn) < max(attn) / 10  # local layers attend to at most 1024 keys
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{}, {"attn_logit": "softcap", "final_softcap": 30.0}, {"attention_global": "mla"}],
-    ids=["sdpa", "softcap", "mla-global"],
-)
-def test_fvcore_equals_analytic_on_windowed_model(extra):
-    cfg = get_preset("tiny").replace(n_layers=3, layer_pattern="2:1", window=4, max_seq_len=16, **extra)
-    model = build_model(cfg).eval()
-    batch, tokens = 2, 11
-    counted = fvcore_flops(model, torch.randint(0, cfg.vocab_size, (batch, tokens)))
-    assert counted[""] == batch * forward_flops(cfg, tokens)
-    for lf in layer_flops(cfg, tokens):
-        assert counted[f"blocks.{lf.layer}"] == batch * lf.total
-        assert counted[f"blocks.{lf.layer}.attn"] == batch * (lf.projections + lf.attention)
-
-
 def test_cli_json(capsys):
     main(["tiny", "--context", "128", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert out["forward"] == forward_flops(get_preset("tiny"), 128)
+    # tiny by hand: d 128, 4 query heads and 2 KV heads of 32, GeGLU 384, vocabulary 264; 5 local layers (window
+    # 64: 64 * 65 / 2 + 64 * 64 pairs) and 1 global (128 * 129 / 2 pairs); 2 * 2 * 32 * 4 FLOPs per pair
+    dense = 6 * 2 * 128 * (128 * 32 * (2 * 4 + 2 * 2) + 3 * 128 * 384)
+    attention = 2 * 2 * 32 * 4 * (5 * (64 * 65 // 2 + 64 * 64) + 128 * 129 // 2)
+    assert out["lm_head"] == 2 * 128 * 128 * 264
+    assert out["forward"] == dense + attention + out["lm_head"]
     assert out["training"] == 3 * out["forward"]
     assert out["forward_all_global"] > out["forward"]
     assert [lay["type"] for lay in out["layers"]] == list(get_preset("tiny").layer_types)
@@ -99,25 +68,6 @@ def test_cli_table(capsys):
     main(["gemma3-1b", "--context", "4096"])
     out = capsys.readouterr().out
     assert "global" in out and "lm head" in out and "training (3x)" in out and "local layers save" in out
-
-
-class CausalAttention(torch.nn.Module):
-    def __init__(self, mask: str) -> None:
-        super().__init__()
-        self.mask = mask
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mask == "is_causal":
-            return torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)
-        t = x.shape[-2]
-        additive = torch.full((t, t), float("-inf")).triu(1)
-        return torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=additive)
-
-
-@pytest.mark.parametrize("mask", ["is_causal", "additive"])
-def test_fvcore_sdpa_handle_reads_causal_and_float_masks(mask):
-    x = torch.randn(1, 2, 5, 4)  # batch 1, 2 heads, 5 tokens, head_dim 4: 15 pairs per head
-    assert fvcore_flops(CausalAttention(mask), x)[""] == 2 * 2 * 15 * (4 + 4)
 
 
 def test_mla_flops_by_hand():

@@ -4,6 +4,7 @@ import pytest
 
 from analysis.kv_cache import kv_cache_bytes, kv_cache_bytes_all_global, kv_cache_bytes_per_layer, main
 from workbench import get_preset
+from workbench.accounting import kv_bytes_read_per_token
 
 CTX = 32_768
 
@@ -54,8 +55,22 @@ def test_bad_dtype():
 def test_cli_json(capsys):
     main(["gemma3-27b", "--context", "32768", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert out["bytes"] == kv_cache_bytes(get_preset("gemma3-27b"), CTX)
-    assert out["bytes_all_global"] == kv_cache_bytes_all_global(get_preset("gemma3-27b"), CTX)
+    assert out["bytes"] == hand_computed(62, 10, 16, 128, 1024)
+    assert out["bytes_all_global"] == hand_computed(62, 62, 16, 128, 1024)
+    # decoding one more token reads every token it attends: the 1024 window on a local layer, all 32,769 on a global
+    assert out["bytes_read_per_token"] == 2 * 16 * 128 * 2 * (52 * 1024 + 10 * (CTX + 1))
+
+
+def test_local_layers_read_no_more_than_the_window():
+    cfg = get_preset("gemma3-1b")  # 22 local layers, window 512; 4 global; 1024 KV bytes per token and layer
+    assert kv_bytes_read_per_token(cfg, 100) == 1024 * 26 * 101
+    assert kv_bytes_read_per_token(cfg, 2000) - kv_bytes_read_per_token(cfg, 1000) == 1024 * 4 * 1000
+
+
+def test_cli_table_has_the_read_column(capsys):
+    main(["gemma3-1b", "--context", "32768"])
+    out = capsys.readouterr().out
+    assert "read per token" in out and "145,756,160" in out  # 1024 bytes x (22 x 512 + 4 x 32,769)
 
 
 def test_cli_measure_matches_computed(capsys):

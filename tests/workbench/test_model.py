@@ -73,9 +73,11 @@ def test_window_edge_includes_exactly_w_keys():
 
 
 def test_set_window_changes_local_layers_only():
-    model = build_model(small_cfg(layer_pattern="1:1", n_layers=2))
-    model.set_window(2)
+    cfg = small_cfg(layer_pattern="1:1", n_layers=2)
+    model = build_model(cfg)
+    assert model.set_window(2) is model
     assert [b.attn.window for b in model.blocks] == [2, None]
+    assert model.cfg == cfg.replace(window=2)  # what reads the config (accounting, checkpoints, to_hf) sees it too
     with pytest.raises(ValueError, match="window"):
         model.set_window(0)
 

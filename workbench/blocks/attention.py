@@ -48,6 +48,20 @@ def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> tor
     return mask
 
 
+def attended_pairs(tokens: int, window: int | None, start: int = 0) -> int:
+    """(query, key) pairs that positions start..start+tokens-1 attend, as `visible` masks them: Σ_i min(i+1, W).
+
+    The first `start` tokens are cached; window None: a global layer, Σ_i (i+1).
+    """
+
+    def prefix(n: int) -> int:
+        if window is None or n <= window:
+            return n * (n + 1) // 2
+        return window * (window + 1) // 2 + (n - window) * window
+
+    return prefix(start + tokens) - prefix(start)
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -223,9 +237,25 @@ class MultiHeadAttention(nn.Module):
         self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
-        capacity = max_len if self.window is None else min(self.window, max_len)
-        shape = (batch_size, self.n_kv_heads, capacity, self.head_dim)
+        shape = (batch_size, self.n_kv_heads, self.cached_slots(max_len), self.head_dim)
         return LayerCache(shape, shape, dtype=dtype, device=device)
+
+    # accounting (the convention: workbench/accounting.py) -------------------------------------------------
+    def cached_slots(self, context: int) -> int:
+        """Tokens the cache holds at `context`: all of them, or the last `window` on a local layer."""
+        return context if self.window is None else min(self.window, context)
+
+    def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
+        return 2 * self.n_kv_heads * self.head_dim * dtype.itemsize  # K and V
+
+    def pair_flops(self, tokens: int, start: int = 0) -> int:
+        """QK^T and PV over the attended pairs: 2 x (head_dim + head_dim) per pair and query head."""
+        return 2 * 2 * self.head_dim * self.n_heads * attended_pairs(tokens, self.window, start)
+
+    def flops(self, tokens: int, start: int = 0) -> int:
+        """Forward FLOPs of `tokens` new tokens after `start` cached ones: q, k, v, o projections plus `pair_flops`."""
+        weights = sum(p.weight.numel() for p in (self.q_proj, self.k_proj, self.v_proj, self.o_proj))
+        return 2 * tokens * weights + self.pair_flops(tokens, start)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape

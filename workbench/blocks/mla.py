@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from workbench.blocks.attention import self_attention
+from workbench.blocks.attention import attended_pairs, self_attention
 from workbench.cache import LayerCache
 from workbench.registry import ATTENTION, NORM, POSITION
 
@@ -45,9 +45,32 @@ class MultiHeadLatentAttention(nn.Module):
         self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
-        capacity = max_len if self.window is None else min(self.window, max_len)
-        latent, rope_key = (batch_size, 1, capacity, self.latent_dim), (batch_size, 1, capacity, self.rope_dim)
+        slots = self.cached_slots(max_len)
+        latent, rope_key = (batch_size, 1, slots, self.latent_dim), (batch_size, 1, slots, self.rope_dim)
         return LayerCache(latent, rope_key, dtype=dtype, device=device)
+
+    # accounting (the convention: workbench/accounting.py) -------------------------------------------------
+    def cached_slots(self, context: int) -> int:
+        """Tokens the cache holds at `context`: all of them, or the last `window` on a local layer."""
+        return context if self.window is None else min(self.window, context)
+
+    def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
+        return (self.latent_dim + self.rope_dim) * dtype.itemsize  # the latent and the shared RoPE key
+
+    def pair_flops(self, tokens: int, start: int = 0) -> int:
+        """QK^T over head_dim + rope_dim and PV over head_dim, per attended pair and head."""
+        return 2 * (2 * self.head_dim + self.rope_dim) * self.n_heads * attended_pairs(tokens, self.window, start)
+
+    def flops(self, tokens: int, start: int = 0) -> int:
+        """Forward FLOPs of `tokens` new tokens after `start` cached ones, plus `pair_flops`.
+
+        The new tokens' projections (q, latent, RoPE key, output), and the k/v up-projections of every key
+        the pass sees: the cached latents are expanded again on every pass.
+        """
+        weights = sum(p.weight.numel() for p in (self.q_proj, self.kv_down, self.k_rope_proj, self.o_proj))
+        keys = tokens + self.cached_slots(start)
+        up = self.k_up.weight.numel() + self.v_up.weight.numel()
+        return 2 * tokens * weights + 2 * keys * up + self.pair_flops(tokens, start)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape

@@ -1,4 +1,7 @@
-"""Feed-forward blocks, registered by name. Gated kinds have three matrices, plain kinds two."""
+"""Feed-forward blocks, registered by name. Gated kinds have three matrices, plain kinds two.
+
+Each reports its forward FLOPs from its own matrices (the convention: workbench/accounting.py).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ class GatedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
+    def flops(self, tokens: int) -> int:
+        return 2 * tokens * sum(p.weight.numel() for p in (self.gate_proj, self.up_proj, self.down_proj))
+
 
 class PlainMLP(nn.Module):
     """down(act(up(x))): the classic two-matrix MLP."""
@@ -45,8 +51,9 @@ class PlainMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.up_proj(x)))
 
+    def flops(self, tokens: int) -> int:
+        return 2 * tokens * (self.up_proj.weight.numel() + self.down_proj.weight.numel())
 
-GATED_MLPS = ("geglu", "swiglu")
 
 MLP.register("geglu")(lambda d, h, bias: GatedMLP(d, h, bias, _gelu_tanh))
 MLP.register("swiglu")(lambda d, h, bias: GatedMLP(d, h, bias, F.silu))

@@ -10,8 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.throughput import measure_flops
 
+from workbench.accounting import training_flops
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.model import build_model
@@ -58,11 +58,11 @@ class LMModule(L.LightningModule):
             self.model = torch.compile(self.model)
 
     def set_flops_per_batch(self, batch_size: int, seq_len: int) -> None:
-        """Forward + backward FLOPs of one batch, counted on the meta device (no memory, no compute)."""
-        with torch.device("meta"):
-            meta = build_model(self.model_cfg)
-            x = torch.zeros(batch_size, seq_len, dtype=torch.long)
-        self.flops_per_batch = measure_flops(meta, lambda: meta(x), loss_fn=torch.Tensor.sum)
+        """Forward + backward FLOPs of one batch for MFU, in the project's one convention (`workbench.accounting`).
+
+        Attention counts the pairs attended, window-aware, so MFU compares across local:global arms.
+        """
+        self.flops_per_batch = batch_size * training_flops(self.model_cfg, seq_len)
 
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
