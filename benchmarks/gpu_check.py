@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 480
-ATTENTION_TESTS = "tests/workbench/test_attention.py"
-CUDA_TESTS = (  # every test there that skips without CUDA: 12 + 1 + 2 cases
-    "test_cuda_auto_path_equals_dense_forward_and_gradients",
-    "test_cuda_model_auto_path_equals_dense_logits_and_gradients",
-    "test_cuda_bf16_autocast_auto_path_equals_dense",
+CUDA_TESTS = (  # every test that skips without CUDA (tests/benchmarks/test_gpu_check.py keeps this list whole)
+    "tests/workbench/test_attention.py::test_cuda_auto_path_equals_dense_forward_and_gradients",  # 12 cases
+    "tests/workbench/test_attention.py::test_cuda_model_auto_path_equals_dense_logits_and_gradients",
+    "tests/workbench/test_attention.py::test_cuda_bf16_autocast_auto_path_equals_dense",  # 2 cases
 )
 CUDA_TEST_CASES = 15
 PYTEST_FLAGS = ("-q", "-rs", "-p", "no:cacheprovider")
@@ -72,10 +72,10 @@ def _probe(name: str) -> tuple[str, ...]:
 
 
 STEPS = (
-    Step("CUDA tests", ("-m", "pytest", *(f"{ATTENTION_TESTS}::{t}" for t in CUDA_TESTS), *PYTEST_FLAGS), 170,
+    Step("CUDA tests", ("-m", "pytest", *CUDA_TESTS, *PYTEST_FLAGS), 165,
          f"the {CUDA_TEST_CASES} cases that skip without CUDA: compiled flex and flash against the dense mask, "
          "forward and backward, local and soft-capped layers, fp32 and bf16"),
-    Step("train base125m (bf16-mixed, compiled)", _probe("train"), 200,
+    Step("train base125m (bf16-mixed, compiled)", _probe("train"), 195,
          "benchmarks.train_speed.measure: base125m, bf16-mixed, torch.compile, batch 16, 50 steps; tokens/s, MFU, "
          "torch.cuda.max_memory_allocated"),
     Step("prefill 8k, 5:1 W=1,024: flex vs dense", _probe("prefill"), 80,
@@ -115,11 +115,12 @@ def plan() -> str:
 
 # running the steps ---------------------------------------------------------------------------------------------
 def run_step(step: Step) -> StepResult:
-    """Run one step in its own process group (compile workers die with it on timeout) and read its outcome."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+    """Run one step from the repository root in its own process group (compile workers die with it on timeout)
+    and read its outcome."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *step.argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, *step.argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)  # fmt: skip
     try:
         out, err = proc.communicate(timeout=step.budget_s)
     except subprocess.TimeoutExpired:
