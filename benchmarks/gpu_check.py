@@ -5,7 +5,7 @@ attention tests (flex and flash against the dense mask, forward and backward, lo
 `base125m` training tokens/s and MFU, bf16-mixed and compiled, through `benchmarks.train_speed`'s code path, with
 its peak memory; prefill of a 5:1 model with W = 1,024 at 8,192 tokens under the flex and dense-mask attention
 paths, side by side (`benchmarks.throughput`'s measurement), with their peak memory; and the KV cache allocated on
-the device, measured (`torch.cuda.memory_allocated`) against `analysis.kv_cache`'s formula. The table, with the
+the device, measured (`torch.cuda.memory_allocated`) against `workbench.accounting.kv_cache_bytes`. The table, with the
 device and every command, goes to stdout and `--out`. MFU is against a dense bf16 matmul rate measured on the
 device: Lightning's datasheet table has no entry for a plain "NVIDIA H200" and lists Hopper's sparse peaks.
 Usage: `python -m benchmarks.gpu_check [--out gpu_check.md]`; `--dry` prints the plan anywhere and exits 0;
@@ -83,7 +83,7 @@ STEPS = (
          "dense in turns; their logits must agree"),
     Step("KV cache on CUDA: measured == computed", _probe("kv_cache"), 30,
          "Transformer.new_cache on the device (base125m @8,192, gemma3-27b @32,768, bf16): memory_allocated "
-         "growth == analysis.kv_cache.kv_cache_bytes == KVCache.nbytes"),
+         "growth == workbench.accounting.kv_cache_bytes == KVCache.nbytes"),
 )  # fmt: skip
 MARK = "gpu_check result: "  # a probe's last word, among whatever else Lightning or torch print
 
@@ -205,7 +205,7 @@ def probe_prefill() -> dict[str, Any]:
 
 
 def probe_kv_cache() -> dict[str, Any]:
-    from analysis.kv_cache import kv_cache_bytes
+    from workbench.accounting import kv_cache_bytes
     from workbench.model import build_model
     from workbench.presets import get_preset
 

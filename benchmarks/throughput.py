@@ -30,8 +30,8 @@ import transformers
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from analysis.flops import forward_flops
 from analysis.presets_cli import print_table
+from workbench.accounting import forward_flops
 from workbench.blocks.attention import attention_path
 from workbench.config import ModelConfig
 from workbench.interop import to_hf

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import workbench.blocks.attention as attention
-from analysis.flops import forward_flops
-from analysis.kv_cache import kv_cache_bytes
 from benchmarks import throughput
+from workbench.accounting import forward_flops, kv_cache_bytes
 from workbench.blocks.attention import attention_path
 from workbench.model import build_model
 from workbench.presets import get_preset

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from analysis.params import count_params
 from benchmarks import train_speed
+from workbench.accounting import param_counts
 from workbench.presets import get_preset
 
 
@@ -13,7 +13,7 @@ def test_quick_run_reports_tokens_per_second_and_mfu(capsys):
     assert "$ python -m benchmarks.train_speed --presets tiny --quick --device cpu" in out
     assert "device cpu" in out and "MFU against a measured matmul peak" in out
     q = train_speed.QUICK
-    assert (r["steps"], r["precision"], r["params"]) == (q["steps"], "32-true", count_params(get_preset("tiny")))
+    assert (r["steps"], r["precision"], r["params"]) == (q["steps"], "32-true", param_counts(get_preset("tiny")))
     tokens_per_step = q["batch_size"] * q["seq_len"]
     assert r["tokens_seen"] == q["steps"] * tokens_per_step
     # MFU is the achieved FLOP rate over the peak: the measured FLOPs per batch at the reported tokens/s
