@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.blocks.patterns import GLOBAL, LOCAL
+
 ATTN_LOGIT_CONTROLS = ("none", "softcap", "qk_norm", "softcap+qk_norm")
 NORM_PLACEMENTS = ("pre", "post", "sandwich")
 
@@ -48,7 +50,25 @@ class ModelConfig:
     rope_scaling_global: float = 1.0  # context-extension factor on global layers (1: none)
     rope_scaling_type: str = "linear"  # linear (position interpolation), ntk, yarn
     rope_original_context: int | None = None  # YaRN: the pre-training context; None: max_seq_len
-    rope_fraction: float = 1.0
+    rope_fraction: float = 1.0  # of each head's dims that rotate (local layers, and global ones unless set below)
+    rope_fraction_global: float | None = None  # on global layers, of head_dim_global; None: rope_fraction
+    rope_partial: str = "leading"  # layout of a fraction < 1: leading dims, or proportional (Gemma 4)
+    # per-layer-type attention shape (Gemma 4): global layers with their own head width and KV heads
+    head_dim_global: int | None = None  # None: head_dim
+    n_kv_heads_global: int | None = None  # None: n_kv_heads
+    k_eq_v_global: bool = False  # global layers: the key projection's output is also the value (no v_proj)
+    v_norm: bool = False  # values RMS-normalised, without a scale (Gemma 4)
+    # cross-layer KV sharing: the last N layers reuse the keys/values of the last earlier layer of their type
+    kv_shared_layers: int = 0
+    double_wide_mlp: bool = False  # KV-shared layers' MLP is 2 x mlp_hidden wide
+    # per-layer input embeddings (PLE): a ple_dim-wide signal per layer from the token id and the embedding
+    ple_dim: int = 0  # 0: none
+    ple_vocab_size: int | None = None  # rows of the per-layer table; None: vocab_size
+    layer_scalar: bool = False  # each layer's output times a stored scalar (a buffer: 1 at init, checkpoints set it)
+    # a mixture-of-experts block beside the dense MLP (Gemma 4): moe_top_k of moe_experts GeGLU experts per token
+    moe_experts: int = 0  # 0: no MoE block
+    moe_top_k: int = 2
+    moe_hidden: int | None = None  # each expert's hidden width; None: mlp_hidden
     # multi-head latent attention (attention "mla"): cached latent width and decoupled RoPE key width
     mla_latent_dim: int = 64
     mla_rope_dim: int = 16
@@ -71,8 +91,51 @@ class ModelConfig:
 
     @property
     def attn_scale(self) -> float:
-        scalar = self.query_pre_attn_scalar if self.query_pre_attn_scalar is not None else self.resolved_head_dim
+        return self.attn_scale_for(LOCAL)
+
+    def head_dim_for(self, layer_type: str) -> int:
+        """Head width on layers of `layer_type` ('local' or 'global')."""
+        if layer_type == GLOBAL and self.head_dim_global is not None:
+            return self.head_dim_global
+        return self.resolved_head_dim
+
+    def n_kv_heads_for(self, layer_type: str) -> int:
+        if layer_type == GLOBAL and self.n_kv_heads_global is not None:
+            return self.n_kv_heads_global
+        return self.n_kv_heads
+
+    def attn_scale_for(self, layer_type: str) -> float:
+        """1 / sqrt(query_pre_attn_scalar), that layer type's head width when it is None."""
+        scalar = self.query_pre_attn_scalar if self.query_pre_attn_scalar is not None else self.head_dim_for(layer_type)
         return scalar**-0.5
+
+    def rope_fraction_for(self, layer_type: str) -> float:
+        if layer_type == GLOBAL and self.rope_fraction_global is not None:
+            return self.rope_fraction_global
+        return self.rope_fraction
+
+    def k_eq_v_for(self, layer_type: str) -> bool:
+        return self.k_eq_v_global and layer_type == GLOBAL
+
+    def kv_shared(self, layer: int) -> bool:
+        """Whether layer `layer` reuses an earlier layer's keys and values (the last `kv_shared_layers` do)."""
+        return layer >= self.n_layers - self.kv_shared_layers
+
+    @property
+    def kv_shared_types(self) -> frozenset[str]:
+        """Layer types whose keys/values some later layer reuses."""
+        return frozenset(t for i, t in enumerate(self.layer_types) if self.kv_shared(i))
+
+    def mlp_hidden_for(self, layer: int) -> int:
+        return 2 * self.mlp_hidden if self.double_wide_mlp and self.kv_shared(layer) else self.mlp_hidden
+
+    @property
+    def resolved_moe_hidden(self) -> int:
+        return self.moe_hidden if self.moe_hidden is not None else self.mlp_hidden
+
+    @property
+    def resolved_ple_vocab_size(self) -> int:
+        return self.ple_vocab_size if self.ple_vocab_size is not None else self.vocab_size
 
     def attention_for(self, layer_type: str) -> str:
         """The registered attention kind used on layers of `layer_type` ('local' or 'global')."""
@@ -156,15 +219,82 @@ class ModelConfig:
         if self.rope_original_context is not None:
             _positive("rope_original_context", self.rope_original_context)
         _positive("init_std", self.init_std)
-        rot_dim = self.resolved_head_dim * self.rope_fraction
-        if not 0 < self.rope_fraction <= 1 or rot_dim != int(rot_dim) or int(rot_dim) % 2:
-            raise ValueError(
-                f"rope_fraction: got {self.rope_fraction}; allowed: 0 < fraction <= 1 with "
-                f"head_dim * fraction an even integer (head_dim={self.resolved_head_dim})"
-            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: got {self.dropout}; allowed: 0 <= dropout < 1")
         self.layer_types  # noqa: B018  (raises on a bad layer_pattern)
+        self._validate_layer_types()
+
+    def _validate_layer_types(self) -> None:
+        """The per-layer-type fields (Gemma 4's knobs), and that the attention kinds used read each one set."""
+        from workbench.blocks.position import ROPE_PARTIAL_LAYOUTS
+
+        if self.head_dim_global is not None:
+            _positive("head_dim_global", self.head_dim_global)
+        kv = self.n_kv_heads_global
+        if kv is not None and (kv < 1 or self.n_heads % kv):
+            raise ValueError(
+                f"n_kv_heads_global: got {kv}; allowed: None or a divisor of n_heads={self.n_heads}: "
+                f"{[k for k in range(1, self.n_heads + 1) if self.n_heads % k == 0]}"
+            )
+        _choice("rope_partial", self.rope_partial, ROPE_PARTIAL_LAYOUTS)
+        for layer_type in (LOCAL, GLOBAL):
+            fraction, head_dim = self.rope_fraction_for(layer_type), self.head_dim_for(layer_type)
+            name = "rope_fraction_global" if layer_type == GLOBAL and self.rope_fraction_global is not None else None
+            rot_dim = head_dim * fraction
+            if not 0 < fraction <= 1 or rot_dim != int(rot_dim) or int(rot_dim) % 2:
+                raise ValueError(
+                    f"{name or 'rope_fraction'}: got {fraction}; allowed: 0 < fraction <= 1 with head_dim * fraction "
+                    f"an even integer (head_dim={head_dim} on {layer_type} layers)"
+                )
+        types = self.layer_types
+        n_own = self.n_layers - self.kv_shared_layers
+        if not 0 <= self.kv_shared_layers < self.n_layers:
+            raise ValueError(
+                f"kv_shared_layers: got {self.kv_shared_layers}; allowed: 0 <= N < n_layers={self.n_layers}"
+            )
+        orphans = sorted(self.kv_shared_types - set(types[:n_own]))
+        if orphans:
+            raise ValueError(
+                f"kv_shared_layers: got {self.kv_shared_layers}; the shared layers {n_own}..{self.n_layers - 1} "
+                f"include {orphans} layers but layers 0..{n_own - 1} have none to reuse; allowed: a depth that leaves "
+                f"an earlier layer of every type it shares (layer types: {''.join(t[0].upper() for t in types)})"
+            )
+        if self.ple_dim < 0:
+            raise ValueError(f"ple_dim: got {self.ple_dim}; allowed: 0 (no per-layer inputs) or a value > 0")
+        if self.ple_vocab_size is not None and self.ple_vocab_size < self.vocab_size:
+            raise ValueError(
+                f"ple_vocab_size: got {self.ple_vocab_size}; allowed: None or >= vocab_size={self.vocab_size} "
+                "(every token id needs a row)"
+            )
+        if self.moe_experts < 0:
+            raise ValueError(f"moe_experts: got {self.moe_experts}; allowed: 0 (no MoE block) or a value > 0")
+        if self.moe_experts and not 1 <= self.moe_top_k <= self.moe_experts:
+            raise ValueError(f"moe_top_k: got {self.moe_top_k}; allowed: 1 <= k <= moe_experts={self.moe_experts}")
+        if self.moe_hidden is not None:
+            _positive("moe_hidden", self.moe_hidden)
+        self._check_attention_reads()
+
+    def _check_attention_reads(self) -> None:
+        """A field set away from its default must be read by the attention kind of the layers it is for: a kind
+        lists what it reads in `config_fields` (MLA, for one, has its own head shape and caches a latent)."""
+        from workbench.registry import ATTENTION
+
+        used = set(self.layer_types)
+        per_field = {
+            "head_dim_global": {GLOBAL}, "n_kv_heads_global": {GLOBAL}, "k_eq_v_global": {GLOBAL},
+            "rope_fraction_global": {GLOBAL}, "v_norm": used, "kv_shared_layers": self.kv_shared_types,
+        }  # fmt: skip
+        for name, layer_types in per_field.items():
+            value = getattr(self, name)
+            if value == _DEFAULTS[name]:
+                continue
+            for layer_type in sorted(layer_types & used):
+                kind = self.attention_for(layer_type)
+                if name not in getattr(ATTENTION.get(kind), "config_fields", ()):
+                    raise ValueError(
+                        f"{name}: got {value!r}; allowed: {_DEFAULTS[name]!r} while {layer_type} layers use "
+                        f"attention {kind!r}, which does not read it"
+                    )
 
     def _check_types(self) -> None:
         for f in dataclasses.fields(self):
@@ -189,7 +319,12 @@ _EXPECTED_TYPES: dict[str, Any] = {
     "rope_base_global": _FLOAT, "rope_base_local": _FLOAT, "rope_scaling_global": _FLOAT, "rope_fraction": _FLOAT,
     "rope_scaling_type": str, "rope_original_context": (int, type(None)),
     "tie_embeddings": bool, "embed_scale": bool, "bias": bool, "dropout": _FLOAT, "init_std": _FLOAT,
+    "rope_fraction_global": (int, float, type(None)), "rope_partial": str, "head_dim_global": (int, type(None)),
+    "n_kv_heads_global": (int, type(None)), "k_eq_v_global": bool, "v_norm": bool, "kv_shared_layers": _INT,
+    "double_wide_mlp": bool, "ple_dim": _INT, "ple_vocab_size": (int, type(None)), "layer_scalar": bool,
+    "moe_experts": _INT, "moe_top_k": _INT, "moe_hidden": (int, type(None)),
 }  # fmt: skip
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 def _as_tuple(types: Any) -> tuple[type, ...]:

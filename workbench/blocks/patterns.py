@@ -8,6 +8,7 @@ from workbench.registry import LAYER_PATTERN
 
 LOCAL, GLOBAL = "local", "global"
 RATIO = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+LAST_GLOBAL = "+last_global"  # suffix: the pattern, then the last layer made global (Gemma 4)
 
 
 LAYER_PATTERN.register("global")(lambda n_layers: [GLOBAL] * n_layers)
@@ -24,8 +25,15 @@ def ratio_pattern(n_local: int, n_global: int, n_layers: int) -> list[str]:
 
 
 def resolve_layer_types(pattern: str | list[str] | tuple[str, ...], n_layers: int) -> tuple[str, ...]:
-    """Expand a pattern (registered name, "a:b" ratio, or explicit per-layer list) to one type per layer."""
-    allowed = f"one of {LAYER_PATTERN.names()}, a ratio 'a:b' with a, b >= 1, or a list of 'local'/'global'"
+    """Expand a pattern (registered name, "a:b" ratio, or explicit per-layer list) to one type per layer.
+
+    A name or ratio may end in "+last_global": Gemma 4 makes its last layer global whatever the ratio gives, so
+    that the final hidden state has seen the whole context ("5:1+last_global" at 8 layers: global at 5 and 7).
+    """
+    allowed = (
+        f"one of {LAYER_PATTERN.names()}, a ratio 'a:b' with a, b >= 1, either optionally followed by "
+        f"{LAST_GLOBAL!r}, or a list of 'local'/'global'"
+    )
     if isinstance(pattern, (list, tuple)):
         bad = [t for t in pattern if t not in (LOCAL, GLOBAL)]
         if bad or len(pattern) != n_layers:
@@ -34,12 +42,22 @@ def resolve_layer_types(pattern: str | list[str] | tuple[str, ...], n_layers: in
                 f"each 'local' or 'global'"
             )
         return tuple(pattern)
-    if isinstance(pattern, str) and pattern in LAYER_PATTERN:
-        return tuple(LAYER_PATTERN.build(pattern, n_layers))
-    match = RATIO.match(pattern) if isinstance(pattern, str) else None
+    if not isinstance(pattern, str):
+        raise ValueError(f"layer_pattern: got {pattern!r}; allowed: {allowed}")
+    base = pattern.removesuffix(LAST_GLOBAL)
+    types = _resolve_name_or_ratio(pattern, base, n_layers, allowed)
+    if base != pattern:
+        types[-1] = GLOBAL
+    return tuple(types)
+
+
+def _resolve_name_or_ratio(pattern: str, base: str, n_layers: int, allowed: str) -> list[str]:
+    if base in LAYER_PATTERN:
+        return list(LAYER_PATTERN.build(base, n_layers))
+    match = RATIO.match(base)
     if match is None:
         raise ValueError(f"layer_pattern: got {pattern!r}; allowed: {allowed}")
     n_local, n_global = int(match.group(1)), int(match.group(2))
     if n_local < 1 or n_global < 1:
         raise ValueError(f"layer_pattern: got {pattern!r}; a ratio needs both parts >= 1 (use 'global' or 'local')")
-    return tuple(ratio_pattern(n_local, n_global, n_layers))
+    return ratio_pattern(n_local, n_global, n_layers)

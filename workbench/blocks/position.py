@@ -1,7 +1,11 @@
 """Position encodings applied to queries and keys inside attention, registered by name.
 
-Builders take (rot_dim, cfg, local): the number of leading head dims to rotate, the model config, and whether
-the layer is local. RoPE base and context extension are per layer type: extension applies to global layers.
+Builders take (rot_dim, cfg, local, head_dim=None): the number of head dims to rotate, the model config, whether
+the layer is local, and the head width when only part of it rotates. RoPE base and context extension are per layer
+type: extension applies to global layers. A partial rotation is laid out as `cfg.rope_partial` says:
+leading:      the first rot_dim dims rotate, with frequencies spread over those dims (GPT-NeoX's rotary_pct);
+proportional: the frequencies of a whole-head RoPE, the slowest (1 - fraction) of them set to 0, i.e. dims that
+              never turn (Gemma 4's global layers: `rope_type: proportional` with `partial_rotary_factor`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
     from workbench.config import ModelConfig
 
 ROPE_SCALING_TYPES = ("linear", "ntk", "yarn")
+ROPE_PARTIAL_LAYOUTS = ("leading", "proportional")
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -56,26 +61,36 @@ def rope_frequencies(
 
 @POSITION.register("rope")
 class RoPE(nn.Module):
-    """Rotary embedding (rotate-half convention) on the first `rot_dim` dims of each head.
+    """Rotary embedding (rotate-half convention) on `rot_dim` dims of each head, laid out as `cfg.rope_partial`.
 
     cos/sin are computed in float32 and cast to the input dtype, as `transformers` does.
     """
 
-    def __init__(self, rot_dim: int, cfg: ModelConfig, local: bool) -> None:
+    def __init__(self, rot_dim: int, cfg: ModelConfig, local: bool, head_dim: int | None = None) -> None:
         super().__init__()
-        self.rot_dim = rot_dim
         base = cfg.rope_base_local if local else cfg.rope_base_global
         factor = 1.0 if local else cfg.rope_scaling_global
         original = cfg.rope_original_context or cfg.max_seq_len
-        inv_freq, self.multiplier = rope_frequencies(rot_dim, base, factor, cfg.rope_scaling_type, original)
+        proportional = cfg.rope_partial == "proportional" and head_dim is not None and head_dim > rot_dim
+        self.rot_dim = head_dim if proportional else rot_dim
+        inv_freq, self.multiplier = rope_frequencies(self.rot_dim, base, factor, cfg.rope_scaling_type, original)
+        if proportional:
+            inv_freq[rot_dim // 2 :] = 0.0  # cos 1, sin 0: those pairs stay as they are
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q: (B, H, T, D), k: (B, Hkv, T, D), positions: (T,) absolute token positions."""
+        cos, sin = self._cos_sin(positions, q.dtype)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One tensor at its own positions: cached keys rotated when they are read (keys shared with values)."""
+        return self._rotate(x, *self._cos_sin(positions, x.dtype))
+
+    def _cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = positions[:, None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = (emb.cos() * self.multiplier).to(q.dtype), (emb.sin() * self.multiplier).to(q.dtype)
-        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+        return (emb.cos() * self.multiplier).to(dtype), (emb.sin() * self.multiplier).to(dtype)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.rot_dim == x.shape[-1]:
@@ -88,8 +103,11 @@ class RoPE(nn.Module):
 class NoPositionEncoding(nn.Module):
     """NoPE: attention sees no explicit position signal beyond the causal mask."""
 
-    def __init__(self, rot_dim: int, cfg: ModelConfig, local: bool) -> None:
+    def __init__(self, rot_dim: int, cfg: ModelConfig, local: bool, head_dim: int | None = None) -> None:
         super().__init__()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return x
