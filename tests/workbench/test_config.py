@@ -37,6 +37,26 @@ BAD_VALUES = [
     ({"d_model": "128"}, "d_model", "int"),
     ({"tie_embeddings": "yes"}, "tie_embeddings", "bool"),
     ({"n_heads": True}, "n_heads", "int"),
+    ({"layer_pattern": "5:1+last"}, "layer_pattern", "+last_global"),
+    ({"head_dim_global": 0}, "head_dim_global", "> 0"),
+    ({"n_kv_heads_global": 3}, "n_kv_heads_global", "divisor of n_heads=4"),
+    ({"n_kv_heads_global": 0}, "n_kv_heads_global", "divisor"),
+    ({"rope_fraction_global": 0.3}, "rope_fraction_global", "even integer"),
+    ({"rope_fraction_global": 0.0}, "rope_fraction_global", "0 < fraction"),
+    ({"rope_partial": "middle"}, "rope_partial", "proportional"),
+    ({"kv_shared_layers": -1}, "kv_shared_layers", "0 <= N < n_layers=6"),
+    ({"kv_shared_layers": 6}, "kv_shared_layers", "0 <= N < n_layers=6"),
+    ({"kv_shared_layers": 1}, "kv_shared_layers", "an earlier layer of every type"),  # LLLLLG: the G has none
+    ({"ple_dim": -2}, "ple_dim", "0 (no per-layer inputs)"),
+    ({"ple_vocab_size": 100}, "ple_vocab_size", ">= vocab_size=264"),
+    ({"moe_experts": -1}, "moe_experts", "0 (no MoE block)"),
+    ({"moe_experts": 2, "moe_top_k": 3}, "moe_top_k", "1 <= k <= moe_experts=2"),
+    ({"moe_experts": 2, "moe_top_k": 0}, "moe_top_k", "1 <= k"),
+    ({"moe_hidden": 0}, "moe_hidden", "> 0"),
+    ({"v_norm": 1}, "v_norm", "bool"),
+    ({"attention": "mla", "v_norm": True}, "v_norm", "attention 'mla', which does not read it"),
+    ({"attention_global": "mla", "head_dim_global": 64}, "head_dim_global", "does not read it"),
+    ({"attention_global": "mla", "layer_pattern": "1:1", "kv_shared_layers": 2}, "kv_shared_layers", "'mla'"),
 ]
 
 
@@ -71,6 +91,10 @@ def test_dict_round_trip():
         ("global", 3, [0, 1, 2]),
         ("local", 3, []),
         (("global", "local", "global"), 3, [0, 2]),
+        ("5:1+last_global", 8, [5, 7]),
+        ("5:1+last_global", 6, [5]),
+        ("local+last_global", 3, [2]),
+        ("global+last_global", 2, [0, 1]),
     ],
 )
 def test_layer_patterns(pattern, n_layers, expected_globals):

@@ -111,3 +111,57 @@ def test_yarn_keeps_fast_dims_unchanged_within_the_original_context_up_to_its_sc
     torch.testing.assert_close(_rotate(yarn, extended)[..., slow], scale * _rotate(plain, positions)[..., slow])
     ramp = _pairs(range(6, 12))
     assert not torch.allclose(_rotate(yarn, positions)[..., ramp], scale * _rotate(plain, positions)[..., ramp])
+
+
+# proportional partial RoPE (Gemma 4's global layers) against transformers' `proportional` rope type ---------------
+def hf_proportional_cos_sin(head_dim: int, fraction: float, factor: float, positions: torch.Tensor):
+    """cos/sin of transformers' Gemma4TextRotaryEmbedding on full_attention layers."""
+    from transformers import Gemma4TextConfig
+    from transformers.models.gemma4.modeling_gemma4 import Gemma4TextRotaryEmbedding
+
+    full = {"rope_type": "proportional", "rope_theta": 1e6, "partial_rotary_factor": fraction, "factor": factor}
+    config = Gemma4TextConfig(
+        num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"], head_dim=16,
+        global_head_dim=head_dim, rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                                                   "full_attention": full},
+    )  # fmt: skip
+    x = torch.zeros(1, dtype=torch.float32)
+    return Gemma4TextRotaryEmbedding(config)(x, positions[None], "full_attention")
+
+
+@pytest.mark.parametrize(("head_dim", "fraction", "factor"), [(64, 0.25, 1.0), (32, 0.5, 4.0), (16, 1.0, 1.0)])
+def test_proportional_matches_transformers(head_dim, fraction, factor):
+    from transformers.models.gemma4.modeling_gemma4 import apply_rotary_pos_emb
+
+    from workbench.blocks.position import RoPE
+
+    cfg = BASE.replace(rope_partial="proportional", rope_scaling_global=factor)
+    rope = RoPE(int(head_dim * fraction), cfg, local=False, head_dim=head_dim)
+    positions = torch.tensor([0, 1, 7, 100, 3000])
+    x = torch.randn(2, 3, len(positions), head_dim)
+    cos, sin = hf_proportional_cos_sin(head_dim, fraction, factor, positions)
+    expected = apply_rotary_pos_emb(x.transpose(1, 2), cos, sin, unsqueeze_dim=2).transpose(1, 2)
+    torch.testing.assert_close(rope.rotate(x, positions), expected, rtol=0, atol=1e-6)
+
+
+def test_proportional_spreads_the_rotated_pairs_over_both_halves_and_leading_does_not():
+    """A quarter of 32 dims: proportional turns pairs (0..3, 16..19) at whole-head frequencies; leading turns
+    dims 0..7 at frequencies spread over 8 dims."""
+    from workbench.blocks.position import RoPE
+
+    x, positions = torch.randn(1, 1, 5, 32), torch.arange(5) + 3
+    proportional = RoPE(8, BASE.replace(rope_partial="proportional"), local=False, head_dim=32).rotate(x, positions)
+    leading = RoPE(8, BASE, local=False, head_dim=32).rotate(x, positions)
+    turned = [*range(4), *range(16, 20)]
+    still = [i for i in range(32) if i not in turned]
+    assert torch.equal(proportional[..., still], x[..., still]) and not torch.equal(proportional[..., turned], x[..., turned])
+    assert torch.equal(leading[..., 8:], x[..., 8:]) and not torch.equal(leading[..., :8], x[..., :8])
+    whole = RoPE(32, BASE, local=False).rotate(x, positions)
+    assert torch.equal(proportional[..., turned], whole[..., turned])  # the whole-head frequencies
+
+
+def test_rotate_equals_forward_on_keys():
+    rope = _rope()
+    q, k = torch.randn(1, 4, 6, 32), torch.randn(1, 2, 6, 32)
+    positions = torch.arange(10, 16)
+    assert torch.equal(rope.rotate(k, positions), rope(q, k, positions)[1])
