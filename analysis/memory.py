@@ -3,8 +3,10 @@
 Weights: every 2-D parameter, embeddings included, costs `QuantFormat.matrix_bytes`; vectors (norm weights, biases)
 stay in bf16, as quantisers leave them. The shapes come from the model built on the meta device, so every block
 variant is counted as it is built. "+KV" adds the KV cache at `context` tokens, once for the config's own layer
-pattern (hybrid) and once for the all-global counterfactual.
-Usage: `python -m analysis.memory gemma3-27b [--context 32768] [--kv-dtype bfloat16] [--json]`, `... --all`.
+pattern (hybrid) and once for the all-global counterfactual; `--measure` also allocates the hybrid cache and says
+whether its bytes are the computed ones.
+Usage: `python -m analysis.memory gemma3-27b [--context 32768 [131072 ...]] [--kv-dtype bfloat16] [--json]`,
+`... --all`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import math
 from collections.abc import Mapping
 
-from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_all_global
+from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_all_global, measured_kv_cache_bytes
 from analysis.presets_cli import add_preset_args, print_table, selected_presets
 from workbench.accounting import meta_model
 from workbench.config import ModelConfig
@@ -60,18 +62,33 @@ def memory_table(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m analysis.memory", description=__doc__.splitlines()[0])
     add_preset_args(parser)
-    parser.add_argument("--context", type=int, default=32_768, help="tokens in the KV cache (default 32768)")
+    parser.add_argument("--context", type=int, nargs="+", default=[32_768], help="tokens in the KV cache (32768)")
     parser.add_argument("--kv-dtype", default="bfloat16", choices=list(DTYPES))
+    parser.add_argument("--measure", action="store_true", help="also allocate each +KV cache and compare its bytes")
     args = parser.parse_args(argv)
-    if args.context < 1:
+    if min(args.context) < 1:
         parser.error(f"--context must be >= 1 (got {args.context})")
-    rows = memory_table(selected_presets(parser, args), args.context, args.kv_dtype)
+    presets = selected_presets(parser, args)
+    tables = {context: memory_table(presets, context, args.kv_dtype) for context in args.context}
+    if args.measure:
+        for context, table in tables.items():
+            for r in table:
+                if r["part"] == "+KV":
+                    measured = measured_kv_cache_bytes(presets[r["preset"]], context, dtype=args.kv_dtype)
+                    r["kv_measured_equal"] = measured == r["kv_bytes"]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(tables[args.context[0]] if len(tables) == 1 else tables, indent=2))
         return
-    print(f"Memory in GB (10^9 bytes): weights, and weights + {args.kv_dtype} KV cache at {args.context:,} tokens")
-    header = ["preset", "part", "KV", *(TABLE3_COLUMNS.get(f, f) for f in FORMATS)]
-    print_table(header, [[r["preset"], r["part"], *(f"{r[k] / GB:.2f}" for k in ["kv_bytes", *FORMATS])] for r in rows])
+    print(f"Memory in GB (10^9 bytes): weights, and weights + {args.kv_dtype} KV cache at each context")
+    header = ["preset", "context", "part", "KV", *(TABLE3_COLUMNS.get(f, f) for f in FORMATS)]
+    header += ["KV measured == computed"] if args.measure else []
+    rows = []
+    for context, table in tables.items():
+        for r in table:
+            if context == args.context[0] or r["part"] != "weights":  # the weights once
+                row = [r["preset"], context, r["part"], *(f"{r[k] / GB:.2f}" for k in ["kv_bytes", *FORMATS])]
+                rows.append(row + ([str(r.get("kv_measured_equal", ""))] if args.measure else []))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

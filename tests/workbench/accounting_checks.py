@@ -110,4 +110,8 @@ def check_accounting(cfg: ModelConfig, model: Transformer, tokens: int = 11, con
     assert counted[""] == batch * forward_flops(cfg, tokens)
     for i, block in enumerate(model.blocks):
         assert counted[f"blocks.{i}.attn"] == batch * block.attn.flops(tokens), i
-        assert counted[f"blocks.{i}.mlp"] == batch * block.mlp.flops(tokens), i
+        for part in ("mlp", "moe", "ple"):  # the MoE block and the per-layer input gate, where the config has them
+            if getattr(block, part, None) is not None:
+                assert counted[f"blocks.{i}.{part}"] == batch * getattr(block, part).flops(tokens), (i, part)
+    if getattr(model, "ple", None) is not None:
+        assert counted["ple"] == batch * model.ple.flops(tokens)

@@ -136,13 +136,41 @@ def test_fvcore_sdpa_handle_reads_causal_and_float_masks(mask):
 
 
 # full-size presets against closed forms (GQA attention and no biases, as every preset has) ----------------------
+# Per layer i of type t: head width hd_t, KV heads kv_t; a KV-shared layer has q and o only (and q's norm), a K = V
+# layer no v; the MLP is twice as wide on shared layers with double_wide_mlp; PLE adds a gate (d x P), a projection
+# (P x d) and a norm per layer, and a table (V_ple x L P), a projection (d x L P) and a norm (P) per model; MoE adds
+# a router (d x E, a d scale, an E scale), E experts of 3 d I and three norms per layer. The per-layer table counts
+# as non-embedding: `accounting.EMBEDDING` names the token embedding and the head only.
+def _layer_shape(cfg: ModelConfig, i: int) -> tuple[int, int, bool, bool]:
+    t = cfg.layer_types[i]
+    hd = cfg.head_dim_global if t == "global" and cfg.head_dim_global else cfg.resolved_head_dim
+    kv = cfg.n_kv_heads_global if t == "global" and cfg.n_kv_heads_global else cfg.n_kv_heads
+    return hd, kv, i >= cfg.n_layers - cfg.kv_shared_layers, t == "global" and cfg.k_eq_v_global
+
+
+def _layer_matrices(cfg: ModelConfig, i: int) -> int:
+    """Parameters of the matrices one token runs through in layer i (experts: the k it is routed to)."""
+    d, h, P, f = cfg.d_model, cfg.n_heads, cfg.ple_dim, cfg.mlp_hidden
+    hd, kv, shared, k_eq_v = _layer_shape(cfg, i)
+    attention = 2 * d * h * hd + (0 if shared else d * kv * hd * (1 if k_eq_v else 2))
+    mlp = (3 if cfg.mlp in ("geglu", "swiglu") else 2) * d * f * (2 if shared and cfg.double_wide_mlp else 1)
+    moe = d * cfg.moe_experts + cfg.moe_top_k * 3 * d * (cfg.moe_hidden or f) if cfg.moe_experts else 0
+    return attention + mlp + 2 * d * P + moe
+
+
 def closed_form_params(cfg: ModelConfig) -> dict[str, int]:
-    d, hd, h, kv, f = cfg.d_model, cfg.resolved_head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden
+    d, f, E, P = cfg.d_model, cfg.mlp_hidden, cfg.moe_experts, cfg.ple_dim
     norm = 2 * d if cfg.norm == "layernorm" and cfg.bias else d
-    attention = d * hd * (2 * h + 2 * kv) + (2 * hd if cfg.qk_norm else 0)
-    mlp = (3 if cfg.mlp in ("geglu", "swiglu") else 2) * d * f
     norms = {"pre": 2, "post": 2, "sandwich": 4}[cfg.norm_placement] * norm
-    non_embedding = cfg.n_layers * (attention + mlp + norms) + (0 if cfg.norm_placement == "post" else norm)
+    non_embedding = 0 if cfg.norm_placement == "post" else norm
+    for i in range(cfg.n_layers):
+        hd, _, shared, _ = _layer_shape(cfg, i)
+        qk_norms = (1 if shared else 2) * hd if cfg.qk_norm else 0
+        all_experts = E * 3 * d * (cfg.moe_hidden or f) - cfg.moe_top_k * 3 * d * (cfg.moe_hidden or f)
+        moe = all_experts + d + E + 3 * norm if E else 0
+        non_embedding += _layer_matrices(cfg, i) + qk_norms + norms + moe + (norm if P else 0)
+    if P:
+        non_embedding += (cfg.ple_vocab_size or cfg.vocab_size) * cfg.n_layers * P + d * cfg.n_layers * P + P
     embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
 
@@ -153,16 +181,21 @@ def closed_form_pairs(tokens: int, window: int | None, start: int = 0) -> int:
 
 
 def closed_form_flops(cfg: ModelConfig, tokens: int, start: int = 0) -> int:
-    d, hd, h, kv, f = cfg.d_model, cfg.resolved_head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden
-    dense = 2 * tokens * (d * hd * (2 * h + 2 * kv) + (3 if cfg.mlp in ("geglu", "swiglu") else 2) * d * f)
-    windows = [cfg.window if t == "local" else None for t in cfg.layer_types]
-    attention = sum(2 * 2 * hd * h * closed_form_pairs(tokens, w, start) for w in windows)
-    return cfg.n_layers * dense + attention + 2 * tokens * d * cfg.vocab_size
+    total = 2 * tokens * (cfg.d_model * cfg.vocab_size + cfg.d_model * cfg.n_layers * cfg.ple_dim)
+    for i, t in enumerate(cfg.layer_types):
+        hd = _layer_shape(cfg, i)[0]
+        pairs = closed_form_pairs(tokens, cfg.window if t == "local" else None, start)
+        total += 2 * tokens * _layer_matrices(cfg, i) + 2 * 2 * hd * cfg.n_heads * pairs
+    return total
 
 
 def closed_form_kv_bytes(cfg: ModelConfig, context: int) -> int:
-    per_token = 2 * cfg.n_kv_heads * cfg.resolved_head_dim * 2  # K and V in bf16
-    return sum(per_token * (min(context, cfg.window) if t == "local" else context) for t in cfg.layer_types)
+    total = 0
+    for i, t in enumerate(cfg.layer_types):
+        hd, kv, shared, k_eq_v = _layer_shape(cfg, i)
+        per_token = 0 if shared else (1 if k_eq_v else 2) * kv * hd * 2  # K and V (one tensor if K = V) in bf16
+        total += per_token * (min(context, cfg.window) if t == "local" else context)
+    return total
 
 
 @pytest.mark.parametrize("name", list_presets())
