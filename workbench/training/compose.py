@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -54,9 +55,34 @@ def _parse(lines: list[str]) -> list:
         ) from e
 
 
+def group_options(group: str) -> list[str] | None:
+    """The options of a config group (files under conf/ and ConfigStore entries); None when `group` is not one."""
+    if group.startswith("hydra"):
+        return None
+    folder = CONF_DIR / group
+    stored = ConfigStore.instance().list(group) if group in ConfigStore.instance().repo else []
+    options = [p.stem for p in folder.glob("*.yaml")] if folder.is_dir() else []
+    options += [name.removesuffix(".yaml") for name in stored]
+    return sorted(set(options)) or None
+
+
+def check_choices(parsed: list) -> None:
+    """Every `group=option` names an existing option: Hydra would let a later choice of the group hide a bad one."""
+    for o in parsed:
+        options = group_options(o.key_or_group)
+        if options is None or o.is_delete():
+            continue
+        for value in o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]:
+            if value is not None and str(value) not in options:
+                public = ", ".join(x for x in options if not x.startswith("_"))
+                raise ConfigError(f"{o.key_or_group}: got {value!r}; allowed: {public}")
+
+
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job the command line runs (one for a single run)."""
+    register_configs()
     parsed = _parse(overrides)
+    check_choices(parsed)
     if not multirun:
         for o in parsed:
             if o.is_sweep_override():
@@ -108,14 +134,22 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
         else:
             run_dir = Path(hydra_node.run.dir)
             check_writable("hydra.run.dir", run_dir)
+        _validate(Job("run", cfg, run_dir))  # first: planning reads the distill and init_from keys
+        seen.add(run_dir)
         jobs = plan(cfg, run_dir)
         for job in jobs:
             if job.run_dir not in seen:
                 seen.add(job.run_dir)
-                try:
-                    validate(job.cfg)
-                except ConfigError as e:
-                    where = "" if job.what == "run" else f"{job.what}: "
-                    raise ConfigError(f"{where}{e}") from e
+                _validate(job)
         plans.append(jobs)
     return plans
+
+
+def _validate(job: Job) -> None:
+    """`validate`, its error prefixed with the grid and arm, or the dependency, it is about."""
+    try:
+        validate(job.cfg)
+    except ConfigError as e:
+        arm = job.cfg.ablation.arm
+        where = f"grid {job.cfg.ablation.name}, arm {arm}: " if arm else ("" if job.what == "run" else f"{job.what}: ")
+        raise ConfigError(f"{where}{e}") from e

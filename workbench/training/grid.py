@@ -45,8 +45,14 @@ def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
-    """Set `overrides` ({dotted.key: value}) in `cfg` through its schema; a bad key or value names `where`."""
+    """Set `overrides` ({dotted.key: value}) in `cfg` through its schema; a bad key or value names `where`.
+    A map given for a schema group (`trainer: {max_steps: 3}`) sets its keys one by one, so that a typo in one is
+    named; any other value replaces what was there."""
     for key, value in overrides.items():
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(value, Mapping) and isinstance(node, DictConfig) and OmegaConf.get_type(node) is not dict:
+            apply(cfg, {f"{key}.{k}": v for k, v in value.items()}, where)
+            continue
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except (ConfigAttributeError, ConfigKeyError) as e:

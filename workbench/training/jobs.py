@@ -50,8 +50,10 @@ def threads_per_job(threads: int | None, launcher: DictConfig | None) -> int | N
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Plan `cfg` (its arm applied), validate every job before any run dir exists, then execute; raises on failure."""
-    jobs = plan(resolve_arm(cfg), run_dir)
-    for job in jobs:
+    cfg = resolve_arm(cfg)
+    validate(cfg)  # first: planning reads the distill and init_from keys
+    jobs = plan(cfg, run_dir)
+    for job in jobs[:-1]:
         validate(job.cfg)
     return execute(jobs, isolate=False)
 
