@@ -6,20 +6,24 @@ import sys
 
 import pandas as pd
 import pytest
-from omegaconf import open_dict
+from omegaconf import OmegaConf
 
-from analysis.kv_cache import kv_cache_bytes
-from analysis.params import count_params
 from analysis.report import report
 from tests.workbench.train_helpers import compose_cfg, run_cli
 from workbench import train
+from workbench.accounting import kv_cache_bytes
 from workbench.config import ModelConfig
 from workbench.model import build_model
+from workbench.training.compose import CONF_DIR, planned_jobs
 from workbench.training.dry_run import dry_run
-from workbench.training.grid import ABLATIONS_DIR, resolve_arm, run_id
+from workbench.training.grid import arm_table, resolve_arm
 
-GRIDS = sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+GRIDS = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml") if not p.stem.startswith("_"))
 RUN_ID = re.compile(r"(.+)_s\d+_[0-9a-f]{10}")  # <arm>_s<seed>_<hash>
+
+
+def _arms(grid: str, *overrides: str) -> dict:
+    return arm_table(OmegaConf.to_container(compose_cfg([f"+ablation={grid}", *overrides], None).ablation))
 
 
 def _results(sweep_dir):
@@ -47,16 +51,18 @@ def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
 
 def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path):
     sweep = tmp_path / "np"
+    empty = tmp_path / "no_checkpoint"  # exists, so the config is valid; loading a teacher from it fails in the run
+    empty.mkdir()
     args = ["--multirun", "+ablation=norm_placement", "ablation.quick=true", "ablation.arm=pre,post,broken",
-            "+ablation.arms.broken={model.n_kv_heads:3}", "seed=0", f"hydra.sweep.dir={sweep}",
-            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+            f"+ablation.arms.broken={{distill.kind: full, distill.teacher: {empty}}}", "seed=0",
+            f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     first = run_cli(args)
     assert first.returncode == 0, first.stderr[-3000:]
     results = _results(sweep)
     status = {name.split("_s")[0]: r["status"] for name, r in results.items()}
     assert status == {"pre": "completed", "post": "completed", "broken": "failed"}
     broken = next(r for n, r in results.items() if n.startswith("broken"))
-    assert "n_kv_heads" in broken["error"] and "allowed" in broken["error"]
+    assert "FileNotFoundError" in broken["error"] and "checkpoint" in broken["error"]
     killed = next(sweep.glob("post_s0_*"))
     (killed / "results.json").unlink()  # as if the job died after its last checkpoint
     second = run_cli(args)
@@ -67,18 +73,29 @@ def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path)
     assert json.loads((killed / "results.json").read_text())["steps"] == 4
 
 
-def test_dry_run_prints_params_and_kv_bytes_of_each_arm_and_reports_invalid_ones(tmp_path, capsys):
-    overrides = ["+ablation=gqa", "ablation.quick=true", "+ablation.arms.bad={model.n_kv_heads:3}"]
-    assert dry_run([*overrides, "dry_run=true"]) == 1
+def test_dry_run_prices_every_arm_from_the_accounting_and_trains_nothing(tmp_path, capsys):
+    overrides = ["+ablation=gqa", "ablation.quick=true", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert dry_run(planned_jobs([*overrides, "dry_run=true"], multirun=True)) == 0
     printed = capsys.readouterr().out
     for arm in ("kv1", "kv2", "mha"):
-        model = ModelConfig.from_dict(resolve_arm(compose_cfg([*overrides, f"ablation.arm={arm}"], None)).model)
-        row = next(line.split() for line in printed.splitlines() if line.startswith(f"{arm} "))
-        params, kv = count_params(model), kv_cache_bytes(model, 32768)
-        assert row[1:3] == [f"{params['total']:,}", f"{params['non_embedding']:,}"] and row[4] == f"{kv:,}", row
-    assert "INVALID arm bad: n_kv_heads: got 3" in printed and "allowed" in printed
-    assert "grid total: 6 runs" in printed
-    assert not list(tmp_path.iterdir())
+        cfg = ModelConfig.from_dict(resolve_arm(compose_cfg([*overrides, f"ablation.arm={arm}"], None)).model)
+        n = sum(p.numel() for p in build_model(cfg).parameters())  # counted on the built model
+        rows = [line.split() for line in printed.splitlines() if line.startswith(f"arm {arm} ")]
+        assert len(rows) == 2 and all(r[3] == f"{n:,}" for r in rows), rows  # two quick seeds
+        assert rows[0][6] == f"{kv_cache_bytes(cfg, 32768):,}", rows[0]
+    assert "6 job(s) in 6 plan(s)" in printed and "time estimate: FLOPs /" in printed
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_the_dry_run_of_a_plan_lists_its_dependencies_once(tmp_path, capsys):
+    overrides = ["+ablation=teacher_gap", "ablation.quick=true", "ablation.quick_seeds=[0]", "dry_run=true",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    plans = planned_jobs(overrides, multirun=True)
+    assert len(plans) == 8 and sum(len(p) for p in plans) == 8 + 6  # 6 distilled arms each need their teacher
+    dry_run(plans)
+    printed = capsys.readouterr().out
+    assert printed.count("distill.teacher_model ") == 3  # three teacher sizes, each priced once
+    assert "11 job(s) in 8 plan(s)" in printed and not (tmp_path / "cache").exists()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +113,7 @@ def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_
                                       f"hydra.sweep.dir={sweep}", f"data.cache_dir={token_cache}"])  # fmt: skip
     train.main()
     results = _results(sweep)
-    arms = compose_cfg([f"+ablation={grid}", "ablation.quick=true"], None).ablation.arms
+    arms = _arms(grid, "ablation.quick=true")
     assert sorted(RUN_ID.fullmatch(name).group(1) for name in results) == sorted(arms)
     assert all(r["status"] == "completed" for r in results.values()), {n: r["error"] for n, r in results.items()}
     summary = report(sweep)
@@ -104,14 +121,16 @@ def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_
     assert (sweep / "summary.md").is_file() and (sweep / "loss_curves.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("grid", [g for g in GRIDS if g != "local_global_ratio"])
-def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, capsys):
-    full = compose_cfg([f"+ablation={grid}"], None)
-    assert full.ablation.baseline in full.ablation.arms and len(full.ablation.seeds) >= 3
-    for arm in full.ablation.arms:  # every full-size arm builds a valid ModelConfig
-        ModelConfig.from_dict(resolve_arm(compose_cfg([f"+ablation={grid}", f"ablation.arm={arm}"], None)).model)
-    assert dry_run([f"+ablation={grid}", "ablation.quick=true"]) == 0
-    assert f"{len(full.ablation.arms) * 2} runs" in capsys.readouterr().out
+@pytest.mark.parametrize("grid", GRIDS)
+def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, tmp_path):
+    """Every job of the full grid and of its quick mode is planned and validated (what the CLI checks first)."""
+    full = compose_cfg([f"+ablation={grid}"], None).ablation
+    arms = _arms(grid)
+    assert full.baseline in arms and len(full.seeds) >= 3
+    for quick in ("false", "true"):
+        plans = planned_jobs([f"+ablation={grid}", f"ablation.quick={quick}", f"hydra.sweep.dir={tmp_path}"], True)
+        assert sorted({p[-1].cfg.ablation.arm for p in plans}) == sorted(arms)
+    assert not list(tmp_path.iterdir())
 
 
 def test_scaling_ladder_spends_each_budget_on_every_size():
@@ -119,7 +138,7 @@ def test_scaling_ladder_spends_each_budget_on_every_size():
     rounding to whole steps; the arms carry their budget as the label Approach 2 groups by."""
     grid = compose_cfg(["+ablation=scaling_ladder"], None).ablation
     sizes_at = {}
-    for arm in grid.arms:
+    for arm in _arms("scaling_ladder"):
         cfg = resolve_arm(compose_cfg(["+ablation=scaling_ladder", f"ablation.arm={arm}"], None))
         n = sum(p.numel() for p in build_model(ModelConfig.from_dict(cfg.model)).parameters())
         flops = 6 * n * cfg.trainer.max_steps * cfg.data.batch_size * cfg.data.seq_len
@@ -127,17 +146,6 @@ def test_scaling_ladder_spends_each_budget_on_every_size():
         assert flops == pytest.approx(budget, rel=0.013), arm
         assert cfg.trainer.max_steps >= cfg.optim.warmup_steps, arm
         sizes_at.setdefault(budget, set()).add(n)
-    assert sorted(sizes_at) == sorted(float(c) for c in grid.budgets.values())
-    assert all(len(sizes) == len(grid.sizes) >= 3 for sizes in sizes_at.values())
-
-
-def test_run_id_ignores_a_newer_key_at_its_neutral_value(tmp_path):
-    """A sweep dir made before `data.passkey_mix` existed: its configs lack the key, and a relaunch must find them."""
-    cfg = compose_cfg(["+ablation=softcap_vs_qknorm", "ablation.arm=qk_norm"], tmp_path)
-    older = cfg.copy()
-    with open_dict(older):
-        del older.data["passkey_mix"], older.data["passkey_digits"]
-    assert run_id(older) == run_id(cfg)
-    with open_dict(cfg):
-        cfg.data.passkey_mix = 0.25
-    assert run_id(cfg) != run_id(older)
+    budgets = [level["ablation.compute_budget"] for level in grid.factors.budget.values()]
+    assert sorted(sizes_at) == sorted(budgets)
+    assert all(len(sizes) == len(grid.factors.size) >= 3 for sizes in sizes_at.values())

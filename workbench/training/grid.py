@@ -49,8 +49,8 @@ def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
     A map given for a schema group (`trainer: {max_steps: 3}`) sets its keys one by one, so that a typo in one is
     named; any other value replaces what was there."""
     for key, value in overrides.items():
-        node = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if isinstance(value, Mapping) and isinstance(node, DictConfig) and OmegaConf.get_type(node) is not dict:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False) if isinstance(value, Mapping) else None
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is not dict:
             apply(cfg, {f"{key}.{k}": v for k, v in value.items()}, where)
             continue
         try:
