@@ -10,15 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.long_context import passkey_accuracy
-from tests.workbench.train_helpers import REPO, compose_cfg
+from tests.workbench.train_helpers import REPO
 from workbench.data import build_data
 from workbench.data.bundle import IGNORE
 from workbench.data.byte_tokenizer import SPECIALS
 from workbench.data.passkey import DIGITS, longest_distance
+from workbench.long_context import passkey_accuracy
 from workbench.model import build_model
 from workbench.presets import PRESETS
-from workbench.training.validate import ConfigError, validate_config
+from workbench.training.compose import planned_jobs
+from workbench.training.errors import ConfigError
 
 SEQ, BATCH, N_DIGITS = 32, 16, 5
 KEY, QUERY = SPECIALS["key"], SPECIALS["query"]
@@ -101,7 +102,7 @@ def test_validation_stays_text_and_the_info_records_the_mix(corpus):
 )  # fmt: skip
 def test_bad_values_are_config_errors(overrides, expected, tmp_path):
     with pytest.raises(ConfigError) as e:
-        validate_config(compose_cfg(overrides, tmp_path / "cache"))
+        planned_jobs([*overrides, f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path}/r"], False)
     assert all(s in str(e.value) for s in expected), str(e.value)
     assert not (tmp_path / "cache").exists()
 

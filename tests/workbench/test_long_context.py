@@ -1,4 +1,4 @@
-"""analysis.long_context: loss by position bucket against a direct computation, passkey accuracy on stub models."""
+"""workbench.long_context: loss by position bucket against a direct computation, passkey accuracy on stub models."""
 
 from types import SimpleNamespace
 
@@ -9,10 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.long_context import check_config, evaluate, from_runs, passkey_accuracy, position_bucket_loss
+from analysis.long_context import from_runs
 from workbench import build_model, get_preset
 from workbench.data.bundle import IGNORE
 from workbench.data.byte_tokenizer import SPECIALS, VOCAB_SIZE
+from workbench.long_context import evaluate, passkey_accuracy, position_bucket_loss
+from workbench.training.compose import planned_jobs
+from workbench.training.errors import ConfigError
 
 TINY = get_preset("tiny").replace(n_layers=2, d_model=64, mlp_hidden=128, layer_pattern="1:1", window=8)
 
@@ -103,13 +106,17 @@ def test_evaluate_records_and_from_runs_expands_them():
     assert table["ablation.arm"].tolist() == ["a", "a"] and table["distance"].tolist() == [5, 10]
 
 
-def test_a_runs_long_context_settings_are_checked_against_its_context():
-    ok = {"buckets": 8, "passkey_distances": [10, 53], "passkey_samples": 4, "passkey_digits": 5}
-    check_config(ok, 64, VOCAB_SIZE)
-    check_config({**ok, "buckets": 0, "passkey_distances": [1000]}, 64, VOCAB_SIZE)  # 0: no evaluation at all
-    with pytest.raises(ValueError, match=r"^long_context.passkey_distances: got \[54\]; allowed: 0..53"):
-        check_config({**ok, "passkey_distances": [54]}, 64, VOCAB_SIZE)
-    with pytest.raises(ValueError, match=r"^long_context.buckets: got 65; allowed: an integer from 1 to the context"):
-        check_config({**ok, "buckets": 65}, 64, VOCAB_SIZE)
-    with pytest.raises(ValueError, match=r"^long_context.passkey_samples: got 0"):
-        check_config({**ok, "passkey_samples": 0}, 64, VOCAB_SIZE)
+def test_a_runs_long_context_settings_are_checked_against_its_context(tmp_path):
+    def check(*overrides: str) -> None:
+        planned_jobs(["data.seq_len=64", f"data.cache_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+                      *overrides], multirun=False)  # fmt: skip
+
+    ok = ["long_context.buckets=8", "long_context.passkey_distances=[10,53]", "long_context.passkey_samples=4"]
+    check(*ok)
+    check("long_context.buckets=0", "long_context.passkey_distances=[1000]")  # 0: no evaluation at all
+    with pytest.raises(ConfigError, match=r"^long_context.passkey_distances: got \[54\]; allowed: 0..53"):
+        check(*ok, "long_context.passkey_distances=[54]")
+    with pytest.raises(ConfigError, match=r"^long_context.buckets: got 65; allowed: an integer from 1 to the context"):
+        check(*ok, "long_context.buckets=65")
+    with pytest.raises(ConfigError, match=r"^long_context.passkey_samples: got 0"):
+        check(*ok, "long_context.passkey_samples=0")
