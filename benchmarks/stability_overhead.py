@@ -22,7 +22,7 @@ import torch
 from analysis.presets_cli import print_table
 from workbench import build_model, get_preset
 from workbench.training.compose import compose_train
-from workbench.training.run import run
+from workbench.training.jobs import train
 from workbench.training.stability import attach_probes, detach_probes
 from workbench.training.timing import train_step
 
@@ -33,7 +33,7 @@ def step_time(preset: str, steps: int, every: int, batch_size: int, run_dir: Pat
                  f"trainer.monitor_every={every}", "trainer.precision=bf16-mixed", f"data.batch_size={batch_size}",
                  f"optim.warmup_steps={steps // 4}",
                  "data.val_tokens=512", f"trainer.throughput_window={steps}", "trainer.progress_bar=false"]  # fmt: skip
-    r = run(compose_train(overrides), run_dir)
+    r = train(compose_train(overrides), run_dir)
     return r["tokens_seen"] / r["tokens_per_s"] / r["steps"], r
 
 

@@ -23,7 +23,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 
 from analysis.presets_cli import print_table
 from workbench.training.compose import compose_train
-from workbench.training.run import run
+from workbench.training.jobs import train
 
 QUICK = {"steps": 2, "batch_size": 2, "seq_len": 64}  # a smoke run of the code path, seconds on CPU
 
@@ -46,7 +46,7 @@ def measure(
                  f"optim.warmup_steps={max(1, steps // 2)}",  # the schedule must fit the run; speed ignores it
                  *([f"data.seq_len={seq_len}"] if seq_len else []),
                  *([f"trainer.peak_flops={peak_flops}"] if peak_flops else [])]  # fmt: skip
-    return run(compose_train(overrides), run_dir / preset)
+    return train(compose_train(overrides), run_dir / preset)
 
 
 def _check_device(device: str, precision: str, peak_flops: float | None) -> None:

@@ -121,14 +121,14 @@ def wandb_run(tmp_path_factory):
     import wandb
 
     from tests.workbench.train_helpers import FAST, compose_cfg
-    from workbench.training.run import run
+    from workbench.training.jobs import train
 
     tmp = tmp_path_factory.mktemp("wandb_run")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("WANDB_API_KEY", raising=False)
         mp.setenv("WANDB_MODE", "offline")
         cfg = compose_cfg(["logger=wandb", "trainer.max_steps=30", "trainer.val_check_interval=30", *FAST], tmp)
-        results = run(cfg, tmp / "run")
+        results = train(cfg, tmp / "run")
         wandb.finish()  # what the CLI's exit does: W&B writes the rest of its log and the exit record
     (offline,) = (tmp / "run" / "wandb").glob("offline-run-*")
     _wait_for_exit_record(next(offline.glob("run-*.wandb")))

@@ -10,7 +10,7 @@ SMOKE = "--preset tiny --steps 4 --every 2 --repeats 1 --batch-size 2 --reps 1"
 
 def test_plain_and_monitored_runs_alternate_and_differ_in_the_monitors(monkeypatch, capsys):
     """The compared runs are the same training with and without the stability metrics, side by side."""
-    original, seen = stability_overhead.run, []
+    original, seen = stability_overhead.train, []
 
     def recording_run(cfg, run_dir):
         r = original(cfg, run_dir)
@@ -18,7 +18,7 @@ def test_plain_and_monitored_runs_alternate_and_differ_in_the_monitors(monkeypat
         seen.append((cfg.trainer.monitor_every, "stability/max_logit/layer0" in header.split(",")))
         return r
 
-    monkeypatch.setattr(stability_overhead, "run", recording_run)
+    monkeypatch.setattr(stability_overhead, "train", recording_run)
     stability_overhead.main(SMOKE.split())
     assert seen == [(0, False), (2, True)]
     out = capsys.readouterr().out

@@ -25,7 +25,8 @@ from workbench.training.checkpoint_io import (
     previous_version,
 )
 from workbench.training.results import write_json_atomic
-from workbench.training.run import resume_checkpoint, run
+from workbench.training.jobs import train
+from workbench.training.run import resume_checkpoint
 
 METRICS = ("train_loss", "val_loss", "val_bpb")
 
@@ -76,7 +77,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pa
     resumed = subprocess.run([*cmd, "resume=true"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after_kill = json.loads((run_dir / "results.json").read_text())
-    reference = run(compose_cfg(common, cache), tmp_path / "uninterrupted")
+    reference = train(compose_cfg(common, cache), tmp_path / "uninterrupted")
     _same_result(after_kill, reference)
     assert _train_steps(run_dir) == list(range(steps))  # the rows logged before the kill kept, none twice
 
@@ -84,8 +85,8 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pa
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, one_thread):
     common = ["logger=none", "trainer.val_check_interval=2", "optim.total_steps=6", *FAST]
     cache, run_dir = tmp_path / "cache", tmp_path / "split"
-    full = run(compose_cfg([*common, "trainer.max_steps=6"], cache), tmp_path / "full")
-    run(compose_cfg([*common, "trainer.max_steps=4"], cache), run_dir)
+    full = train(compose_cfg([*common, "trainer.max_steps=6"], cache), tmp_path / "full")
+    train(compose_cfg([*common, "trainer.max_steps=4"], cache), run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     previous_step = checkpoint_step(previous_version(last))
     assert checkpoint_step(last) == 4 and previous_step in (2, 4)
@@ -93,7 +94,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, one_th
     last.write_bytes(data[: len(data) // 2])  # a truncated copy
     with pytest.warns(RuntimeWarning, match=rf"last\.ckpt is unreadable.*falling back to .*last\.prev\.ckpt \(step "
                                             rf"{previous_step}\)"):  # fmt: skip
-        resumed = run(compose_cfg([*common, "trainer.max_steps=6", "resume=true"], cache), run_dir)
+        resumed = train(compose_cfg([*common, "trainer.max_steps=6", "resume=true"], cache), run_dir)
     _same_result(resumed, full)
     assert checkpoint_step(last) == 6
 
@@ -152,9 +153,7 @@ def test_nan_loss_fails_the_run_with_its_step_and_the_grid_report_lists_it(tmp_p
         "+ablation.arms.diverge={optim.lr:1.0e30}",
     ]
     common = ["logger=none", "trainer.max_steps=6", "trainer.val_check_interval=2", *FAST, *arms]
-    from workbench.training.grid import resolve_arm
-
-    run(resolve_arm(compose_cfg([*common, "ablation.arm=base"], cache)), grid / "base")
+    train(compose_cfg([*common, "ablation.arm=base"], cache), grid / "base")  # train() applies the arm
     argv = [*common, "ablation.arm=diverge", f"hydra.run.dir={grid / 'diverge'}", f"data.cache_dir={cache}"]
     monkeypatch.setattr(sys, "argv", ["workbench.train", *argv])
     with pytest.raises(SystemExit) as e:

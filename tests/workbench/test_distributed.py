@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.workbench.train_helpers import compose_cfg, run_cli
-from workbench.training.run import run
+from workbench.training.jobs import train
 from workbench.training.strategy import STRATEGIES, build_strategy
 
 # a 2-layer tiny model on synthetic recall data (no token cache for the ranks to race over); global batch 8
@@ -34,7 +34,7 @@ def _curve(run_dir: Path, key: str) -> list[float]:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("single")
-    return run_dir, run(compose_cfg(ARGS, None), run_dir)
+    return run_dir, train(compose_cfg(ARGS, None), run_dir)
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
@@ -61,7 +61,7 @@ def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, single
 def test_batch_not_divisible_by_the_world_size_fails_before_training(tmp_path):
     cfg = compose_cfg([*ARGS, "trainer=ddp", "trainer.devices=3"], None)
     with pytest.raises(ValueError, match=r"data.batch_size: got 8; allowed: a multiple of the world size 3"):
-        run(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
 
 

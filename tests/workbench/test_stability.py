@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tests.workbench.train_helpers import FAST, compose_cfg
 from workbench import build_model, get_preset
 from workbench.training import stability
-from workbench.training.run import run
+from workbench.training.jobs import train
 from workbench.training.stability import (
     AttentionProbe,
     LossSpike,
@@ -146,7 +146,7 @@ def test_monitors_are_logged_to_metrics_csv_and_do_not_change_training(tmp_path)
     results = {}
     for every in (0, 2):
         cfg = compose_cfg([*common, f"trainer.monitor_every={every}"], tmp_path / "cache")
-        results[every] = run(cfg, tmp_path / f"every{every}")
+        results[every] = train(cfg, tmp_path / f"every{every}")
     assert results[0]["val_loss"] == results[2]["val_loss"] and results[0]["train_loss"] == results[2]["train_loss"]
     rows = list(csv.DictReader((tmp_path / "every2" / "metrics.csv").open()))
     names = [f"stability/{kind}/layer{i}" for kind in ("max_logit", "saturation") for i in (0, 1)]

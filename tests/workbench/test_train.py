@@ -10,7 +10,7 @@ import pytest
 
 from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
 from workbench.data import build_data
-from workbench.training.run import run
+from workbench.training.jobs import train
 
 RESULT_KEYS = {"train_loss", "val_loss", "val_bpb", "tokens_seen", "steps", "wall_time_s", "tokens_per_s", "mfu",
                "params", "kv_cache_bytes", "seed", "git_sha", "git_dirty", "torch_version", "device",
@@ -49,7 +49,7 @@ def test_offline_wandb_writes_its_run_under_the_run_dir(tmp_path, monkeypatch):
                        "trainer.val_check_interval=2", *FAST], tmp_path / "cache")  # fmt: skip
     ids = []
     for name in ("run", "next"):  # two runs in one process, as a grid worker runs its jobs: one W&B run each
-        results = run(cfg, tmp_path / name)
+        results = train(cfg, tmp_path / name)
         runs = list((tmp_path / name / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
         assert results["wandb"] and str(tmp_path / name) in results["wandb"]
@@ -60,9 +60,9 @@ def test_offline_wandb_writes_its_run_under_the_run_dir(tmp_path, monkeypatch):
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["logger=csv", "optim.total_steps=8", "trainer.val_check_interval=4", *FAST]
-    full = run(compose_cfg([*common, "trainer.max_steps=8"], tmp_path / "cache"), tmp_path / "full")
-    run(compose_cfg([*common, "trainer.max_steps=4"], tmp_path / "cache"), tmp_path / "split")
-    resumed = run(compose_cfg([*common, "trainer.max_steps=8", "resume=true"], tmp_path / "cache"), tmp_path / "split")
+    full = train(compose_cfg([*common, "trainer.max_steps=8"], tmp_path / "cache"), tmp_path / "full")
+    train(compose_cfg([*common, "trainer.max_steps=4"], tmp_path / "cache"), tmp_path / "split")
+    resumed = train(compose_cfg([*common, "trainer.max_steps=8", "resume=true"], tmp_path / "cache"), tmp_path / "split")
     assert resumed["steps"] == full["steps"] == 8
     for key in ("train_loss", "val_loss", "val_bpb"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
@@ -85,7 +85,7 @@ def test_tiny_beats_the_unigram_byte_entropy_of_the_val_split(tmp_path):
     bundle = build_data(cfg.data, cfg.seed)
     val = np.concatenate([x.flatten().numpy() for x, _ in bundle.val])
     entropy = _unigram_bits(val[val < 256])
-    results = run(cfg, tmp_path / "run")
+    results = train(cfg, tmp_path / "run")
     assert results["val_bpb"] < entropy, (results["val_bpb"], entropy)
 
 
@@ -103,7 +103,7 @@ MQAR = ["model=tiny", "model.n_layers=2", "model.d_model=64", "model.mlp_hidden=
 @pytest.mark.slow
 def test_global_attention_tiny_learns_mqar(tmp_path):
     """Recall, not guessing: far above both 1 / num_values and the 1 / num_pairs of guessing among context values."""
-    results = run(compose_cfg([*MQAR, "model.layer_pattern=global"], None), tmp_path / "run")
+    results = train(compose_cfg([*MQAR, "model.layer_pattern=global"], None), tmp_path / "run")
     chance, guess = results["data"]["chance_accuracy"], results["data"]["context_guess_accuracy"]
     assert (chance, guess) == (1 / 32, 1 / 4)
     assert results["val_accuracy"] > 0.9, results["val_accuracy"]
@@ -116,7 +116,7 @@ def test_local_attention_that_cannot_see_the_pairs_only_guesses(tmp_path):
     The best such a model can do is copy that value when the key repeats (probability 1 / num_pairs) and otherwise
     guess among the other values: the context-guessing level, however long it trains.
     """
-    results = run(compose_cfg([*MQAR, "model.layer_pattern=local", "model.window=2"], None), tmp_path / "run")
+    results = train(compose_cfg([*MQAR, "model.layer_pattern=local", "model.window=2"], None), tmp_path / "run")
     guess, num_values = results["data"]["context_guess_accuracy"], round(1 / results["data"]["chance_accuracy"])
     best_without_recall = guess + (1 - guess) / (num_values - 1)
     assert results["val_accuracy"] < best_without_recall + 0.05, results["val_accuracy"]
