@@ -1,7 +1,9 @@
-"""Golden losses: a tiny fixed run whose numbers must match tests/assets/golden_loss_tiny.json to 1e-5 relative.
+"""Golden losses: a tiny fixed run whose numbers must match tests/assets/golden_loss_tiny.json to 1e-4 relative.
 
 One thread, fp32, CPU, seed 0: a 2-layer d_model-32 model (`build_model`), the project's AdamW and schedule
-(`build_optimizer`), gradient clipping at the trainer's default, 8 steps on `build_data` batches of the stdlib corpus.
+(`build_optimizer`), gradient clipping at the trainer's default, 8 steps on `build_data` batches of a text corpus the
+test writes from a fixed seed (numpy's PCG64 stream is the same on every platform; the stdlib corpus differs between
+Python patch versions). 1e-4, not bit equality: CPUs of another instruction set sum matmuls in another order.
 The train losses at steps 1..8 and the final val and selection losses (`mean_loss`) are compared, so a change that
 moves training numerics (model, init, optimiser, schedule, data splits or batches, held-out windows) shows in CI.
 
@@ -18,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,7 +41,38 @@ STALE = (
 )
 STEPS = 8
 MODEL = dict(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1, mlp_hidden=64, window=32, max_seq_len=64)
-DATA = dict(source="stdlib", seq_len=64, batch_size=8, val_fraction=0.02, val_tokens=1024)
+DATA = dict(source="text", glob="*.txt", seq_len=64, batch_size=8, val_fraction=0.1, val_tokens=1024)
+WORDS = [
+    "the",
+    "model",
+    "attends",
+    "to",
+    "every",
+    "key",
+    "in",
+    "its",
+    "window",
+    "and",
+    "the",
+    "cache",
+    "keeps",
+    "what",
+    "the",
+    "global",
+    "layers",
+    "need",
+]
+
+
+def write_corpus(folder: Path, files: int = 40, words: int = 400) -> Path:
+    """Files of words drawn from a fixed seed: the same bytes on every machine."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (folder / f"{i:02d}.txt").write_text(" ".join(rng.choice(WORDS, words)) + "\n")
+    return folder
+
+
 OPTIM = dict(lr=3e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1, schedule="cosine", warmup_steps=2,
              total_steps=STEPS, min_lr_ratio=0.1, decay_fraction=0.2)  # fmt: skip
 CLIP = 1.0  # trainer.gradient_clip_val's default
@@ -52,7 +86,8 @@ def run_tiny(cache_dir: Path) -> dict[str, Any]:
     try:
         torch.manual_seed(0)
         model = build_model(dataclasses.replace(PRESETS["tiny"], **MODEL))
-        data = build_data({**DATA, "cache_dir": str(cache_dir)}, seed=0)
+        corpus = write_corpus(cache_dir / "corpus")
+        data = build_data({**DATA, "path": str(corpus), "cache_dir": str(cache_dir / "tokens")}, seed=0)
         built = build_optimizer(model, OPTIM)
         opt, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
         losses = []
@@ -77,11 +112,10 @@ def test_tiny_run_matches_the_golden_losses(tmp_path):
     how = f"Regenerate with `{REGENERATE}` only if that is intended: a decision, since {STALE}."
     assert got["config"] == golden["config"], f"the test's fixed config changed. {how}"
     assert got["content_hash"] == golden["content_hash"], (
-        f"the stdlib corpus differs from the golden file's (made on Python {golden['python']}, this is "
-        f"{got['python']}): a different interpreter trains on different data. {how}"
+        f"the written corpus differs from the golden file's (numpy {np.__version__}): the test's data changed. {how}"
     )
     for key in ("train_loss", "val_loss", "selection_loss"):
-        assert got[key] == pytest.approx(golden[key], rel=1e-5), (
+        assert got[key] == pytest.approx(golden[key], rel=1e-4), (
             f"{key} moved from {GOLDEN.name} (golden {golden[key]}, now {got[key]}; golden made with torch "
             f"{golden['torch']}, this is {got['torch']}): training numerics changed. {how}"
         )
