@@ -21,6 +21,7 @@ from workbench.long_context import evaluate
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
 from workbench.training.checkpoints import CHECKPOINTS, checkpoint_file, load_weights
 from workbench.training.distillation import build_distiller
+from workbench.training.evaluate import mean_loss
 from workbench.training.loggers import build_loggers, finish_wandb, wandb_location
 from workbench.training.module import LMModule
 from workbench.training.plan import distill_cache_dir
@@ -125,6 +126,7 @@ def _fit(
     if trainer.global_step % t.val_check_interval or "val/loss" not in trainer.callback_metrics:
         trainer.validate(module, datamodule=dm, verbose=False)
     return {**_summary(trainer, module, bundle, throughput, loggers, x.numel()),
+            "selection_loss": mean_loss(module.model, bundle.selection, bundle.token_bytes)["loss"],
             "init_from": str(init) if init else None, **_long_context(cfg.long_context, module, bundle),
             "teacher": distiller.source if distiller else None}  # fmt: skip
 

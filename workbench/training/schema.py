@@ -143,6 +143,9 @@ class CorpusData(DataConfig):
     seq_len: int = ranged(II("model.max_seq_len"), "an integer >= 1", lambda v: v >= 1)
     val_fraction: float = unit(0.02, open_lo=True, open_hi=True)  # of documents, chosen by a hash of their path
     val_tokens: int = integer(65536, 1)  # fixed validation budget, the same for every arm
+    # the selection split (choices made from data, e.g. each arm's best lr): documents apart from train and val
+    selection_fraction: float | None = None  # null: data.val_fraction (checked by workbench.data.build)
+    selection_tokens: int | None = optional_integer(None, 1)  # null: data.val_tokens
     cache_dir: str = text(".cache/workbench/tokens")
     passkey_mix: float = unit(0.0, open_hi=True)  # share of each training batch's rows that are passkey rows
     passkey_digits: int = integer(5, 1)  # digits per passkey, as long_context.passkey_digits
@@ -193,6 +196,7 @@ class MqarData(DataConfig):
     num_keys: int = integer(64, 1)
     num_values: int = integer(64, 1)
     val_batches: int = integer(8, 1)
+    selection_batches: int | None = optional_integer(None, 1)  # null: data.val_batches
 
 
 @dataclass
@@ -204,6 +208,7 @@ class PasskeyData(DataConfig):
     distance: int = integer(128, 0)
     num_digits: int = integer(5, 1)
     val_batches: int = integer(8, 1)
+    selection_batches: int | None = optional_integer(None, 1)  # null: data.val_batches
 
 
 DATA_SOURCES: dict[str, type[DataConfig]] = {

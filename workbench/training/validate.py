@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from workbench.config import ModelConfig
+from workbench.data.build import check_selection
 from workbench.data.byte_tokenizer import VOCAB_SIZE as BYTE_VOCAB
 from workbench.data.documents import list_files
 from workbench.data.passkey import check_passkey_mix, longest_distance
@@ -127,6 +128,7 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
         return
     try:
         check_passkey_mix(d)
+        check_selection(d)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     check_writable("data.cache_dir", d["cache_dir"])
