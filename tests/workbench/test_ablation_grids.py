@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from analysis.report import report
 from tests.workbench.train_helpers import compose_cfg, run_cli
 from workbench import train
-from workbench.accounting import kv_cache_bytes
+from workbench.accounting import kv_cache_bytes, training_flops
 from workbench.config import ModelConfig
 from workbench.model import build_model
 from workbench.training.compose import CONF_DIR, planned_jobs
@@ -134,14 +134,18 @@ def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, tmp_path):
 
 
 def test_scaling_ladder_spends_each_budget_on_every_size():
-    """IsoFLOP slices: at each budget every size trains for 6 N D = C (N counted on the built model), up to the
-    rounding to whole steps; the arms carry their budget as the label Approach 2 groups by."""
+    """IsoFLOP slices: at each budget every size spends C training FLOPs, counted as MFU counts them (attention
+    over attended pairs; more than 6 N D with N counted on the built model), up to the rounding to whole steps;
+    the arms carry their budget as the label Approach 2 groups by."""
     grid = compose_cfg(["+ablation=scaling_ladder"], None).ablation
     sizes_at = {}
     for arm in _arms("scaling_ladder"):
         cfg = resolve_arm(compose_cfg(["+ablation=scaling_ladder", f"ablation.arm={arm}"], None))
         n = sum(p.numel() for p in build_model(ModelConfig.from_dict(cfg.model)).parameters())
-        flops = 6 * n * cfg.trainer.max_steps * cfg.data.batch_size * cfg.data.seq_len
+        model = ModelConfig.from_dict(cfg.model)
+        tokens = cfg.trainer.max_steps * cfg.data.batch_size * cfg.data.seq_len
+        flops = training_flops(model, cfg.data.seq_len) / cfg.data.seq_len * tokens
+        assert flops > 1.02 * 6 * n * tokens, arm  # attention's pairs on top of 6 N D
         budget = cfg.ablation.compute_budget
         assert flops == pytest.approx(budget, rel=0.013), arm
         assert cfg.trainer.max_steps >= cfg.optim.warmup_steps, arm

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from workbench.accounting import param_counts
+from workbench.accounting import training_flops
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError
@@ -173,17 +173,18 @@ def _if(cond: Any, then: Any, otherwise: Any) -> Any:
     return then if cond else otherwise
 
 
-def iso_flop_steps(flops: float, model: ModelConfig, tokens_per_step: int) -> int:
-    """Optimiser steps at which `model` spends `flops` = 6 N D training FLOPs (N: every parameter, embeddings
-    included, as analysis.scaling counts it), rounded to a whole step and at least one."""
-    return max(1, round(float(flops) / (6 * param_counts(model)["total"] * tokens_per_step)))
+def iso_flop_steps(flops: float, model: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Optimiser steps of `batch_size` sequences of `seq_len` tokens at which `model` spends `flops` training
+    FLOPs, counted as MFU and the dry run count them (`workbench.accounting.training_flops`: attended pairs,
+    3 x forward), rounded to a whole step and at least one."""
+    return max(1, round(float(flops) / (batch_size * training_flops(model, seq_len))))
 
 
 def _iso_steps_resolver(flops: float | None, *, _root_: DictConfig) -> int:
     if flops is None:
         raise ConfigError("ablation.compute_budget: got None; allowed: a number of training FLOPs (an arm sets it)")
     model = ModelConfig.from_dict(OmegaConf.to_container(_root_.model, resolve=True))
-    return iso_flop_steps(flops, model, _root_.data.batch_size * _root_.data.seq_len)
+    return iso_flop_steps(flops, model, _root_.data.batch_size, _root_.data.seq_len)
 
 
 def register_resolvers() -> None:
