@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from workbench.training.errors import ConfigError, from_composition, one_paragraph
-from workbench.training.grid import register_resolvers, resolve_arm, run_id
+from workbench.training.grid import plain, register_resolvers, resolve_arm, run_id
 from workbench.training.plan import Job, plan
 from workbench.training.schema import register
 from workbench.training.validate import check_writable, validate
@@ -130,7 +130,7 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
         raw, hydra_node = compose_job(lines)
         cfg = resolve_arm(raw)
         if multirun:
-            run_dir = Path(hydra_node.sweep.dir) / run_id(raw)  # as the sweep's `wb_run_id` subdir names it
+            run_dir = Path(hydra_node.sweep.dir) / run_id(plain(cfg), cfg.ablation.arm, cfg.seed)  # as `wb_run_id`
         else:
             run_dir = Path(hydra_node.run.dir)
             check_writable("hydra.run.dir", run_dir)

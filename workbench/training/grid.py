@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -129,12 +130,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def schema_defaults(source: str) -> dict[str, Any]:
-    """The flattened schema defaults for a run on data source `source` (the model: `ModelConfig`'s defaults)."""
+@cache
+def _schema_defaults(source: str) -> dict[str, Any]:
     base = OmegaConf.structured(TrainConfig)
     base.model = OmegaConf.structured(ModelSchema)
     base.data = OmegaConf.structured(DATA_SOURCES.get(source, DATA_SOURCES["stdlib"]))
     return flatten(plain(base))
+
+
+def schema_defaults(source: str) -> dict[str, Any]:
+    """The flattened schema defaults for a run on data source `source` (the model: `ModelConfig`'s defaults)."""
+    return dict(_schema_defaults(source))
 
 
 def identity(resolved: Mapping[str, Any], computed_precision: str | None = None) -> dict[str, Any]:
