@@ -31,6 +31,7 @@ from analysis.report import ARM, baseline_arm, check_one_study, margin_and_contr
 from analysis.runs import load, load_metrics
 from workbench.blocks.patterns import GLOBAL
 from workbench.config import ModelConfig
+from workbench.training.grid import arm_table
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATIONS = REPO / "ablations"
@@ -57,10 +58,18 @@ def grids() -> list[str]:
 
 
 def grid_arms(grid: str) -> list[str]:
-    """The arms `ablations/<grid>.yaml` defines; a ValueError naming the allowed grids for an unknown one."""
+    """The arms `ablations/<grid>.yaml` defines (its `arms`, then the product of its `factors`, as
+    `workbench.training.grid.arm_table` expands them); a ValueError naming the allowed grids for an unknown one."""
     if grid not in grids():
         raise ValueError(f"grid: got {grid!r}; allowed: {', '.join(grids())}")
-    return list(yaml.safe_load((ABLATIONS / f"{grid}.yaml").read_text())["ablation"]["arms"])
+    return list(arm_table(grid_spec(grid)))
+
+
+def grid_spec(grid: str) -> dict:
+    """The `ablation` node of `ablations/<grid>.yaml` as written (full mode: no quick_overrides applied), with
+    `arms` and `factors` present (empty where the grid has none)."""
+    spec = yaml.safe_load((ABLATIONS / f"{grid}.yaml").read_text())["ablation"]
+    return {**spec, "arms": spec.get("arms") or {}, "factors": spec.get("factors") or {}}
 
 
 def _check_arms(grid: str, arms: Sequence[str] | None) -> None:
