@@ -184,28 +184,37 @@ _LAYER_NAMES = {
 }  # fmt: skip
 
 
-def hf_name(name: str) -> str:
-    """HF name of one of our parameters: blocks.3.attn_pre_norm.weight -> model.layers.3.input_layernorm.weight."""
+# our fused projections -> HF's separate ones, in the order of the fused rows
+_FUSED = {"qkv_proj.": ("q_proj.", "k_proj.", "v_proj."), "gate_up_proj.": ("gate_proj.", "up_proj.")}
+
+
+def hf_names(name: str) -> list[str]:
+    """HF names of one of our parameters, in the order its rows hold them: blocks.3.attn_pre_norm.weight ->
+    [model.layers.3.input_layernorm.weight]; a fused projection has several (blocks.0.attn.qkv_proj.weight ->
+    HF's q_proj, k_proj and v_proj weights)."""
     if name in ("embed.weight", "final_norm.weight", "lm_head.weight"):
-        return {"embed.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}.get(name, name)
+        return [{"embed.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}.get(name, name)]
     match = re.fullmatch(r"blocks\.(\d+)\.(\w+\.)(.*)", name)
     if match is None or match.group(2) not in _LAYER_NAMES:
         raise ValueError(f"parameter {name!r} has no Gemma counterpart")
-    return f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}{match.group(3)}"
+    hf = f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}{match.group(3)}"
+    fused = next((f for f in _FUSED if match.group(3).startswith(f)), None)
+    return [hf] if fused is None else [hf.replace(fused, part) for part in _FUSED[fused]]
 
 
-def _copy_weights(src: dict[str, torch.Tensor], dst: torch.nn.Module, name_of: Any, tied: bool) -> None:
-    """Copy every parameter of `dst` from `src` by mapped name; a source tensor left unused is an error."""
-    dst_state = dst.state_dict()
+def _copy_weights(src: dict[str, torch.Tensor], dst: torch.nn.Module, names_of: Any, tied: bool) -> None:
+    """Copy every parameter of `dst` from `src` by mapped names (several: concatenated along dim 0); a source
+    tensor left unused is an error."""
     used = set()
-    for name, tensor in dst_state.items():
+    for name, tensor in dst.state_dict().items():
         if tied and name == "lm_head.weight":
             continue  # shares storage with the embedding
-        source = name_of(name)
-        if source not in src:
-            raise ValueError(f"weight {source!r} (for {name!r}) is missing in the source model")
-        tensor.copy_(src[source])
-        used.add(source)
+        sources = names_of(name)
+        missing = [s for s in sources if s not in src]
+        if missing:
+            raise ValueError(f"weight {missing[0]!r} (for {name!r}) is missing in the source model")
+        tensor.copy_(torch.cat([src[s] for s in sources]) if len(sources) > 1 else src[sources[0]])
+        used.update(sources)
     left = sorted(set(src) - used - ({"lm_head.weight"} if tied else set()))
     if left:
         raise ValueError(f"source weights {left} have no counterpart in the target model")
@@ -218,7 +227,7 @@ def from_hf(model: torch.nn.Module) -> Transformer:
         raise _bad("model", type(model).__name__, "Gemma2ForCausalLM, Gemma3ForCausalLM")
     cfg = config_from_hf(model.config)
     ours = build_model(cfg).to(device=model.device, dtype=model.dtype)
-    _copy_weights(model.state_dict(), ours, hf_name, cfg.tie_embeddings)
+    _copy_weights(model.state_dict(), ours, hf_names, cfg.tie_embeddings)
     return ours.eval()
 
 
@@ -231,6 +240,10 @@ def to_hf(model: Transformer, arch: str | None = None, attn_implementation: str 
     config._attn_implementation = attn_implementation
     param = model.embed.weight
     hf = hf_cls(config).to(device=param.device, dtype=param.dtype)
-    ours = {hf_name(k): v for k, v in model.state_dict().items()}
-    _copy_weights(ours, hf, lambda name: name, model.cfg.tie_embeddings)
+    hf_state, ours = hf.state_dict(), {}
+    for name, tensor in model.state_dict().items():
+        names = hf_names(name)
+        pieces = tensor.split([hf_state[n].shape[0] for n in names]) if len(names) > 1 else (tensor,)
+        ours.update(zip(names, pieces, strict=True))
+    _copy_weights(ours, hf, lambda name: [name], model.cfg.tie_embeddings)
     return hf.eval()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workbench import blocks  # noqa: F401  (fills the registries)
+from workbench.blocks.linear import Linear, linear
 from workbench.blocks.patterns import LOCAL
 from workbench.cache import KVCache
 from workbench.config import ModelConfig
@@ -67,7 +67,7 @@ class Transformer(nn.Module):
         self.final_norm = (
             nn.Identity() if cfg.norm_placement == "post" else NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         )
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.register_buffer("embed_multiplier", torch.tensor(math.sqrt(cfg.d_model)), persistent=False)
         self.logit_probe = None  # a `training.stability.LogitProbe` on monitored steps only
         self.reset_parameters()
@@ -126,7 +126,7 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, positions, cache.layers[i] if cache is not None else None)
         x = self.final_norm(x)
-        logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
+        logits = linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         if self.logit_probe is not None:
             self.logit_probe(logits)
         if self.cfg.final_softcap is not None:

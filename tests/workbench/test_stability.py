@@ -26,8 +26,8 @@ from workbench.training.stability import (
 def _dense_reference(attn, x, window):
     """Logits of every visible pair from an explicit (T, T) mask built pair by pair, and the count of those pairs."""
     B, T, _ = x.shape
-    q = attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    qkv = attn.qkv_proj(x).view(B, T, -1, attn.head_dim).transpose(1, 2)
+    q, k, _ = qkv.split((attn.n_heads, attn.n_kv_heads, attn.n_kv_heads), dim=1)
     if hasattr(attn, "q_norm"):
         q, k = attn.q_norm(q), attn.k_norm(k)
     positions = torch.arange(T)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from workbench.blocks.attention import attended_pairs, self_attention
+from workbench.blocks.linear import Linear
 from workbench.cache import LayerCache
 from workbench.registry import ATTENTION, NORM, POSITION
 
@@ -31,13 +32,13 @@ class MultiHeadLatentAttention(nn.Module):
         self.softcap = cfg.softcap
         self.window = cfg.window if local else None
         self.dropout = cfg.dropout
-        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * (self.head_dim + self.rope_dim), bias=cfg.bias)
-        self.kv_down = nn.Linear(cfg.d_model, self.latent_dim, bias=cfg.bias)
+        self.q_proj = Linear(cfg.d_model, self.n_heads * (self.head_dim + self.rope_dim), bias=cfg.bias)
+        self.kv_down = Linear(cfg.d_model, self.latent_dim, bias=cfg.bias)
         self.kv_norm = NORM.build(cfg.norm, self.latent_dim, cfg.norm_eps, cfg.bias)
-        self.k_rope_proj = nn.Linear(cfg.d_model, self.rope_dim, bias=cfg.bias)
-        self.k_up = nn.Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
-        self.v_up = nn.Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.k_rope_proj = Linear(cfg.d_model, self.rope_dim, bias=cfg.bias)
+        self.k_up = Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.v_up = Linear(self.latent_dim, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         if cfg.qk_norm:
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
             self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)

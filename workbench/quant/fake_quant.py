@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from workbench.blocks.linear import linear
 from workbench.quant.formats import QuantFormat, get_format
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
@@ -74,12 +75,14 @@ class FakeQuantLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt: QuantFormat) -> FakeQuantLinear:
+        if not isinstance(linear, cls):  # nn.Linear or workbench's `Linear`: the class `remove_fake_quant` restores
+            linear.plain_class = type(linear)
         linear.__class__ = cls  # keeps the parameters themselves (optimizer state, sharing) and the state_dict keys
         linear.fmt = fmt
         return linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, fake_quantize(self.weight, self.fmt), self.bias)
+        return linear(x, fake_quantize(self.weight, self.fmt), self.bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, fmt={self.fmt.name}"
@@ -110,11 +113,11 @@ def prepare_fake_quant(model: nn.Module, fmt: str | QuantFormat, embedding: bool
 
 
 def remove_fake_quant(model: nn.Module) -> nn.Module:
-    """In place: back to plain nn.Linear / nn.Embedding holding the latent (unquantised) weights."""
+    """In place: back to the linears' own class / nn.Embedding holding the latent (unquantised) weights."""
     for module in model.modules():
         if isinstance(module, FakeQuantLinear):
-            module.__class__ = nn.Linear
-            del module.fmt
+            module.__class__ = module.plain_class
+            del module.fmt, module.plain_class
         elif parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     return model
