@@ -15,15 +15,18 @@ import pytest
 import torch
 
 from tests.workbench.train_helpers import compose_cfg, run_cli
+from workbench.training.compose import planned_jobs
+from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
-from workbench.training.strategy import STRATEGIES, build_strategy
+from workbench.training.schema import STRATEGIES
+from workbench.training.strategy import build_strategy
 
 # a 2-layer tiny model on synthetic recall data (no token cache for the ranks to race over); global batch 8
 ARGS = ["model=tiny", "model.n_layers=2", "model.d_model=64", "model.mlp_hidden=128", "data=mqar",
         "data.batch_size=8", "data.num_pairs=4", "data.num_queries=8", "data.num_keys=32", "data.num_values=32",
         "data.val_batches=2", "trainer.accelerator=cpu", "trainer.max_steps=4", "trainer.val_check_interval=4",
         "trainer.log_every_n_steps=1", "trainer.throughput_window=2", "trainer.peak_flops=1e11",
-        "trainer.progress_bar=false", "optim.warmup_steps=1", "logger=csv"]  # fmt: skip
+        "trainer.progress_bar=false", "optim.warmup_steps=1", "logger=csv", "trainer.precision=32-true"]  # fmt: skip
 
 
 def _curve(run_dir: Path, key: str) -> list[float]:
@@ -59,25 +62,23 @@ def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, single
 
 
 def test_batch_not_divisible_by_the_world_size_fails_before_training(tmp_path):
-    cfg = compose_cfg([*ARGS, "trainer=ddp", "trainer.devices=3"], None)
-    with pytest.raises(ValueError, match=r"data.batch_size: got 8; allowed: a multiple of the world size 3"):
-        train(cfg, tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+    with pytest.raises(ConfigError, match=r"data.batch_size: got 8; allowed: a multiple of the world size 3"):
+        planned_jobs([*ARGS, "trainer=ddp", "trainer.devices=3", f"hydra.run.dir={tmp_path / 'run'}"], False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
         ("strategy", "zero9", r"trainer.strategy: got 'zero9'; allowed: auto, ddp, fsdp2, deepspeed_zero3"),
-        ("devices", 0, r"trainer.devices: got 0; allowed: a positive integer or 'auto'"),
-        ("devices", "2", r"trainer.devices: got '2'; allowed: a positive integer or 'auto'"),
-        ("num_nodes", "auto", r"trainer.num_nodes: got 'auto'; allowed: a positive integer"),
+        ("devices", "0", r"trainer.devices: got 0 \(int\); allowed: a positive integer or auto"),
+        ("devices", "'2'", r"trainer.devices: got '2' \(str\); allowed: a positive integer or auto"),
+        ("num_nodes", "auto", r"trainer.num_nodes: got 'auto' \(str\); allowed: an integer >= 1"),
     ],
 )
-def test_bad_trainer_parallel_settings_name_field_value_and_allowed(field, value, match):
-    cfg = {"devices": 1, "num_nodes": 1, "strategy": "auto", field: value}
-    with pytest.raises(ValueError, match=match):
-        build_strategy(cfg)
+def test_bad_trainer_parallel_settings_name_field_value_and_allowed(field, value, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        planned_jobs([f"trainer.{field}={value}", f"hydra.run.dir={tmp_path / 'run'}"], multirun=False)
 
 
 def test_strategy_configs_resolve_to_lightning_strategies():
@@ -90,14 +91,14 @@ def test_strategy_configs_resolve_to_lightning_strategies():
     assert fsdp["strategy"]._data_parallel_size == 16 and fsdp["strategy"]._tensor_parallel_size == 1
     assert build_strategy({"devices": 1, "num_nodes": 1, "strategy": "fsdp"})["strategy"] == "fsdp"
     assert set(STRATEGIES) == {"auto", "ddp", "fsdp2", "deepspeed_zero3"}
-    with pytest.raises(ValueError, match=r"trainer.devices: got 'auto'; allowed: a positive integer with .*fsdp2"):
-        build_strategy(compose_cfg(["trainer=fsdp2", "trainer.devices=auto"], None).trainer)
+    with pytest.raises(ConfigError, match=r"trainer.devices: got 'auto'; allowed: a positive integer with .*fsdp2"):
+        planned_jobs(["trainer=fsdp2", "trainer.devices=auto"], multirun=False)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
 def test_deepspeed_config_fails_clearly_without_the_package():
-    with pytest.raises(ValueError, match=r"trainer.strategy: got 'deepspeed_zero3', which needs the `deepspeed`"):
-        build_strategy(compose_cfg(["trainer=deepspeed_zero3"], None).trainer)
+    with pytest.raises(ConfigError, match=r"trainer.strategy: got 'deepspeed_zero3', which needs the `deepspeed`"):
+        planned_jobs(["trainer=deepspeed_zero3"], multirun=False)
 
 
 def test_local_ranks_under_multirun_fail_before_any_rank_starts(monkeypatch):

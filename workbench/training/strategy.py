@@ -4,12 +4,12 @@ Our names: `auto` (one process, or Lightning's choice), `ddp` (replicated weight
 (Lightning's `ModelParallelStrategy`: `LMModule.configure_model` applies `fully_shard` per block and to the
 root over a 1-D data-parallel mesh), `deepspeed_zero3` (needs the optional `deepspeed` package). Any name in
 Lightning's strategy registry (`fsdp`, `deepspeed_stage_2`, ...) is passed through as is.
-`data.batch_size` is the global batch: each of the world's ranks trains on its own slice of every batch.
+`data.batch_size` is the global batch: each of the world's ranks trains on its own slice of every batch. The values
+are checked before any compute by `training.validate` (names, counts, the deepspeed package, batch / world size).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,47 +17,20 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy, StrategyRegistry
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed_zero3")
-
-
-def _positive_int(field: str, value: Any, allow_auto: bool) -> int | str:
-    if allow_auto and value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer" + (" or 'auto'" if allow_auto else "")
-        raise ValueError(f"trainer.{field}: got {value!r}; allowed: {allowed}")
-    return value
-
 
 def build_strategy(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Trainer kwargs `devices`, `num_nodes`, `strategy`; a ValueError names the field, the value and the allowed."""
-    devices = _positive_int("devices", trainer_cfg["devices"], allow_auto=True)
-    num_nodes = _positive_int("num_nodes", trainer_cfg["num_nodes"], allow_auto=False)
-    name = trainer_cfg["strategy"]
-    lightning_names = StrategyRegistry.available_strategies()
-    if name not in STRATEGIES and name not in lightning_names:
-        raise ValueError(
-            f"trainer.strategy: got {name!r}; allowed: {', '.join(STRATEGIES)}, or a Lightning strategy name "
-            f"({', '.join(lightning_names)})"
-        )
-    if "deepspeed" in name and importlib.util.find_spec("deepspeed") is None:
-        raise ValueError(
-            f"trainer.strategy: got {name!r}, which needs the `deepspeed` package (not installed); "
-            "`pip install -e '.[deepspeed]'` on a CUDA machine, or choose one of auto, ddp, fsdp2"
-        )
+    """Trainer kwargs `devices`, `num_nodes`, `strategy` from a validated `trainer` node (`training.validate`)."""
+    devices, num_nodes, name = trainer_cfg["devices"], trainer_cfg["num_nodes"], trainer_cfg["strategy"]
     strategy: str | Strategy = name
     if name == "ddp":
         strategy = DDPStrategy(find_unused_parameters=False)
-    elif name == "fsdp2":
-        if devices == "auto":
-            raise ValueError("trainer.devices: got 'auto'; allowed: a positive integer with trainer.strategy=fsdp2")
-        # one flat data-parallel mesh over every rank; full (unsharded) checkpoints, written by rank 0
+    elif name == "fsdp2":  # one flat data-parallel mesh over every rank; full (unsharded) checkpoints, by rank 0
         strategy = ModelParallelStrategy(
             data_parallel_size=devices * num_nodes, tensor_parallel_size=1, save_distributed_checkpoint=False
         )
