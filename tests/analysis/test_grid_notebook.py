@@ -138,3 +138,13 @@ def test_summarize_grid_decides_at_each_arms_best_lr_with_the_grids_margin_and_c
     table = gn.display_table(s.reset_index())
     assert table.loc["slow", "decision"] == "worse" and table.loc["base (baseline)", "decision"] == ""
     assert table.loc["slow", "p_holm"] == f"{s.loc['slow', 'p_holm']:.3g}" and float(table.loc["slow", "p_holm"]) < 0.05
+
+
+def test_grid_arms_are_the_arms_and_the_product_of_the_factors():
+    """A grid declared by `ablation.factors` (no `ablation.arms`) has one arm per combination, `<level>_<level>`."""
+    ladder = gn.grid_arms("scaling_ladder")
+    assert len(ladder) == 27 and ladder[:3] == ["d8l2_c1", "d8l2_c2", "d8l2_c3"] and ladder[-1] == "d80l4_c3"
+    assert gn.grid_arms("teacher_gap")[:2] == ["none_short", "none_long"]
+    assert gn.grid_arms("norm_placement") == ["pre", "post", "sandwich"]
+    with pytest.raises(ValueError, match=r"arms: got \['d8l2_c9'\] for grid 'scaling_ladder'; allowed: d8l2_c1, "):
+        gn.full_command("scaling_ladder", ["d8l2_c9"])
