@@ -31,7 +31,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from analysis.presets_cli import print_table
-from workbench.accounting import forward_flops
+from workbench.accounting import forward_flops, kv_bytes_read_per_token
 from workbench.blocks.attention import attention_path
 from workbench.config import ModelConfig
 from workbench.interop import to_hf
@@ -187,6 +187,12 @@ def compare_reference(cfg: ModelConfig, batch: int, context: int, new_tokens: in
     ids = torch.randint(0, cfg.vocab_size, (batch, context), device=device)
     results = measure({"ours": _ours(ours), "reference": _reference(reference)}, ids, new_tokens, warmup, repeats)
     ours_, ref = results["ours"], results["reference"]
+    # decode reads each cached token's keys and values once per new token: that, not FLOPs, bounds decoding
+    mid = context + new_tokens // 2  # the mean context over the timed decode steps
+    read = kv_bytes_read_per_token(cfg, mid, str(next(ours.parameters()).dtype).removeprefix("torch."))
+    for r in (ours_, ref):
+        r["decode"]["kv_bytes_read_per_token"] = read
+        r["decode"]["kv_gb_per_s"] = read * r["decode"]["tokens_per_s"] / 1e9
     return {phase: {"ours": ours_[phase], "reference": ref[phase],
                     "ratio": ours_[phase]["tokens_per_s"] / ref[phase]["tokens_per_s"],
                     "cpu_ratio": ours_[phase]["cpu_tokens_per_s"] / ref[phase]["cpu_tokens_per_s"]}
@@ -283,6 +289,12 @@ def _print_reference(reference: dict[str, Any], cpu: bool) -> None:
     header = ["phase", "ours tok/s", "ref tok/s", "ours/ref", *(["ours/ref CPU"] if cpu else []), "ours peak MB",
               "ref peak MB"]  # fmt: skip
     print_table(header, rows)
+    decode = reference["decode"]
+    print(
+        f"decode: {decode['ours']['kv_bytes_read_per_token']:,} KV bytes read per token (workbench.accounting."
+        f"kv_bytes_read_per_token at the mean context); achieved KV bandwidth ours "
+        f"{decode['ours']['kv_gb_per_s']:.2f} GB/s, reference {decode['reference']['kv_gb_per_s']:.2f} GB/s"
+    )
 
 
 def _print_paths(paths: dict[str, Any]) -> None:

@@ -36,6 +36,14 @@ def test_quick_mode_runs_both_models_and_every_cpu_path(capsys):
         assert r["paths"][path]["train"]["peak_mb"] >= grads_mb
         assert r["paths"][path]["prefill"]["peak_mb"] >= prefill_mb
     assert "unavailable" in r["paths"]["flex"]
+    # decode: the KV bytes one token reads at the mean timed context (counted by hand from the cache layout: a
+    # local layer reads at most its window, a global one every cached token), and the rate they are read at
+    decode = r["reference"]["decode"]["ours"]
+    mid = context + new // 2
+    per_layer = 2 * cfg.n_kv_heads * cfg.resolved_head_dim * 4  # K and V, float32
+    by_hand = sum(per_layer * (min(cfg.window, mid + 1) if t == "local" else mid + 1) for t in cfg.layer_types)
+    assert decode["kv_bytes_read_per_token"] == by_hand
+    assert decode["kv_gb_per_s"] == pytest.approx(by_hand * decode["tokens_per_s"] / 1e9)
     rows = r["scaling"]["rows"]
     per_ctx = [row["context"] for row in rows]
     assert per_ctx == throughput.QUICK["sweep"]
