@@ -21,7 +21,7 @@ def resolve_precision(requested: str, accelerator: str) -> tuple[str, str]:
     """(Lightning precision string, why) for `trainer.precision` on `trainer.accelerator`; non-`auto` as is."""
     if requested != AUTO:
         return requested, "explicit"
-    device = _device_type(accelerator)
+    device = device_type(accelerator)
     if device == "cuda":
         if not torch.cuda.is_available():
             return "32-true", "auto: no CUDA device is visible"
@@ -41,7 +41,7 @@ def resolve_precision(requested: str, accelerator: str) -> tuple[str, str]:
     return "32-true", f"auto: no native-bf16 check for accelerator {device!r}"
 
 
-def _device_type(accelerator: str) -> str:
+def device_type(accelerator: str) -> str:
     """The device Lightning picks for `accelerator` (`auto`: CUDA, then MPS, then CPU; `gpu`: CUDA, then MPS)."""
     if accelerator not in (AUTO, "gpu"):
         return accelerator

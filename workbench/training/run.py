@@ -25,7 +25,7 @@ from workbench.training.evaluate import mean_loss
 from workbench.training.loggers import build_loggers, finish_wandb, wandb_location
 from workbench.training.module import LMModule
 from workbench.training.plan import distill_cache_dir
-from workbench.training.precision import resolve_precision
+from workbench.training.precision import device_type, resolve_precision
 from workbench.training.results import CONFIG_FILE, RESULTS_FILE, environment, git_state, write_json_atomic
 from workbench.training.stability import StabilityMonitor
 from workbench.training.strategy import build_strategy, check_launch
@@ -39,7 +39,7 @@ def run(cfg: DictConfig, run_dir: str | Path, inputs: dict[str, str] | None = No
     model_cfg = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     t = cfg.trainer
     precision, why = resolve_precision(str(t.precision), str(t.accelerator))
-    where = {"device": "cuda" if t.accelerator in ("gpu", "cuda") else "cpu"}  # until the Trainer says
+    where = {"device": device_type(str(t.accelerator))}  # what Lightning will pick; the Trainer's own once it exists
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP/FSDP every rank runs this; one writes the run dir's files
