@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.blocks.linear import Linear, linear
 from workbench.blocks.unscaled_norm import UnscaledRMSNorm
 from workbench.registry import NORM
 
@@ -31,7 +32,7 @@ class Router(nn.Module):
         super().__init__()
         self.top_k = top_k
         self.norm = UnscaledRMSNorm(d_model, eps)
-        self.proj = nn.Linear(d_model, n_experts, bias=bias)
+        self.proj = Linear(d_model, n_experts, bias=bias)
         self.scale = nn.Parameter(torch.ones(d_model))
         self.per_expert_scale = nn.Parameter(torch.ones(n_experts))
         self.input_multiplier = d_model**-0.5
@@ -60,8 +61,8 @@ class Experts(nn.Module):
         out = torch.zeros_like(x)
         for expert in range(self.gate_up_proj.shape[0]):
             token, slot = torch.where(index == expert)
-            gate, up = F.linear(x[token], self.gate_up_proj[expert]).chunk(2, dim=-1)
-            h = F.linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[expert])
+            gate, up = linear(x[token], self.gate_up_proj[expert]).chunk(2, dim=-1)
+            h = linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[expert])
             out.index_add_(0, token, (h * weights[token, slot, None]).to(out.dtype))
         return out
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.blocks.linear import Linear
 from workbench.registry import NORM
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class PerLayerInputs(nn.Module):
         self.n_layers, self.dim = cfg.n_layers, cfg.ple_dim
         width = cfg.n_layers * cfg.ple_dim
         self.embed = nn.Embedding(cfg.resolved_ple_vocab_size, width)
-        self.proj = nn.Linear(cfg.d_model, width, bias=cfg.bias)
+        self.proj = Linear(cfg.d_model, width, bias=cfg.bias)
         self.norm = NORM.build(cfg.norm, cfg.ple_dim, cfg.norm_eps, cfg.bias)
         self.proj_multiplier = cfg.d_model**-0.5
         self.register_buffer("embed_multiplier", torch.tensor(math.sqrt(cfg.ple_dim)), persistent=False)
@@ -49,8 +50,8 @@ class PerLayerInputs(nn.Module):
 class PerLayerInputGate(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.gate = nn.Linear(cfg.d_model, cfg.ple_dim, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.ple_dim, cfg.d_model, bias=cfg.bias)
+        self.gate = Linear(cfg.d_model, cfg.ple_dim, bias=cfg.bias)
+        self.proj = Linear(cfg.ple_dim, cfg.d_model, bias=cfg.bias)
         self.norm = NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
 
     def forward(self, x: torch.Tensor, per_layer_input: torch.Tensor) -> torch.Tensor:
