@@ -88,7 +88,7 @@ def resolve_arm(cfg: DictConfig) -> DictConfig:
     if a.arm is None:
         return cfg
     out = copy.deepcopy(cfg)
-    quick = dict(a.quick_overrides) if a.quick else {}
+    quick = OmegaConf.to_container(a.quick_overrides, resolve=False) if a.quick else {}  # resolved once applied
     if "model" in quick:
         name = quick.pop("model")
         if name not in PRESETS:
