@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
+from torchmetrics import SumMetric
 
 from workbench.accounting import training_flops
 from workbench.config import ModelConfig
@@ -31,6 +32,51 @@ class NonFiniteLossError(FloatingPointError):
         self.step = step
 
 
+CE_CHUNK_ELEMENTS = 1 << 20  # logits upcast to float32 at once by `cross_entropy_sum` (4 MiB)
+VAL_SUMS = ("nats", "targets", "correct", "bytes", "kd_nats")
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    """Summed cross-entropy in float32 without a float32 copy of the whole logits tensor.
+
+    `logits.float()` then `F.cross_entropy` keep two full-vocabulary float32 tensors (the copy and log_softmax's
+    output, saved for backward) beside the bfloat16 logits; this upcasts chunks of rows, saves only the logits
+    and each row's logsumexp, and writes the gradient in the logits' dtype. Float32 logits: the same numbers in
+    one fewer full-vocabulary tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        compute = torch.promote_types(logits.dtype, torch.float32)
+        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
+        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+        valid = t != ignore_index
+        picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
+        ctx.save_for_backward(logits, t, lse)
+        ctx.ignore_index, ctx.chunk = ignore_index, chunk
+        return ((lse - picked) * valid).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, t, lse = ctx.saved_tensors
+        flat = logits.reshape(-1, logits.shape[-1])
+        out = torch.empty_like(flat)
+        valid = (t != ctx.ignore_index).to(lse.dtype) * grad
+        rows = torch.arange(len(flat), device=flat.device)
+        for s in range(0, len(flat), ctx.chunk):
+            e = min(len(flat), s + ctx.chunk)
+            g = (flat[s:e].to(lse.dtype) - lse[s:e, None]).exp_()  # softmax
+            g[rows[: e - s], t[s:e].clamp(min=0)] -= 1.0
+            out[s:e] = g.mul_(valid[s:e, None])
+        return out.view_as(logits), None, None
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Σ over targets that are not `ignore_index` of -log softmax(logits)[target], in float32 (or float64)."""
+    return _CrossEntropySum.apply(logits, targets, ignore_index)
+
+
 class LMModule(L.LightningModule):
     def __init__(
         self,
@@ -48,8 +94,15 @@ class LMModule(L.LightningModule):
             "token_bytes", None if token_bytes is None else torch.as_tensor(token_bytes), persistent=False
         )
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor for MFU
-        self.last_train_loss = math.nan
-        self._val_sums: dict[str, float] = {}
+        # validation sums stay on the device until the epoch ends (no host sync per batch); every rank scores the
+        # whole validation set, so they need no reduction across ranks
+        self.val_sums = nn.ModuleDict(
+            {k: SumMetric(nan_strategy="disable", sync_on_compute=False).set_dtype(torch.float64) for k in VAL_SUMS}
+        )
+        # the last train loss and the first non-finite one with its step, on the device: read at the log interval
+        self._last_loss: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
+        self._bad_step: torch.Tensor | None = None
 
     def configure_model(self) -> None:
         if self._device_mesh is not None:  # set by ModelParallelStrategy: trainer.strategy=fsdp2
@@ -64,24 +117,49 @@ class LMModule(L.LightningModule):
         """
         self.flops_per_batch = batch_size * training_flops(self.model_cfg, seq_len)
 
-    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def last_train_loss(self) -> float:
+        """The last training step's loss (NaN before any step)."""
+        return math.nan if self._last_loss is None else float(self._last_loss)
+
+    def _nats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed next-token loss of the batch, and the logits (in the model's output dtype)."""
         x, y = batch
-        logits = self.model(x).float()
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none"), logits
+        logits = self.model(x)
+        return cross_entropy_sum(logits, y), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        losses, logits = self._losses(batch)
-        loss = losses.sum() / (batch[1] != IGNORE).sum().clamp(min=1)
+        nats, logits = self._nats(batch)
+        loss = nats / (batch[1] != IGNORE).sum().clamp(min=1)
         if self.distiller is not None:
             kd = self.distiller.kd_loss(logits, *batch)
             self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
             loss = self.distiller.mix(kd, loss)
-        self.last_train_loss = loss.item()
-        if not math.isfinite(self.last_train_loss):  # fail the run now: an ablation grid records it and goes on
-            raise NonFiniteLossError(self.last_train_loss, self.global_step)
+        self._watch(loss.detach())
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self._raise_if_diverged()  # before this step's metrics are logged: every logged loss is finite
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean under DDP/FSDP
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Keep the first non-finite loss and its step on the device: no host sync per step."""
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        first = ~torch.isfinite(loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(first, self.global_step, self._bad_step)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        self._last_loss = loss
+
+    def _raise_if_diverged(self) -> None:
+        """Fail the run (an ablation grid records it and goes on) if a loss went NaN/inf, with the step it did.
+
+        Synchronises with the device: called every `log_every_n_steps`, before validation, before a checkpoint is
+        written and when training ends, so no checkpoint or validation ever sees the weights of a diverged run.
+        """
+        if self._bad_step is not None and (step := int(self._bad_step)) >= 0:
+            raise NonFiniteLossError(float(self._bad_loss), step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # the accumulated gradient, before clipping
@@ -91,36 +169,43 @@ class LMModule(L.LightningModule):
         if self.distiller is not None:
             self.distiller.to(self.device)
 
+    def on_train_end(self) -> None:
+        self._raise_if_diverged()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_diverged()
         checkpoint[MODEL_CONFIG_KEY] = self.model_cfg.to_dict()  # a checkpoint rebuilds its model on its own
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {"nats": 0.0, "targets": 0.0, "correct": 0.0, "bytes": 0.0, "kd_nats": 0.0}
+        self._raise_if_diverged()
+        for metric in self.val_sums.values():
+            metric.reset()
         if self.distiller is not None:
             self.distiller.to(self.device)  # also for trainer.validate outside fit
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        losses, logits = self._losses(batch)
+        nats, logits = self._nats(batch)
         y = batch[1].flatten()
         mask = y != IGNORE
-        s = self._val_sums
-        s["nats"] += losses[mask].sum().item()
-        s["targets"] += mask.sum().item()
-        s["correct"] += (logits.flatten(0, 1).argmax(-1)[mask] == y[mask]).sum().item()
+        s = self.val_sums
+        s["nats"].update(nats)
+        s["targets"].update(mask.sum())
+        s["correct"].update(((logits.flatten(0, 1).argmax(-1) == y) & mask).sum())
         if self.token_bytes is not None:
-            s["bytes"] += self.token_bytes[y[mask]].sum().item()
+            s["bytes"].update((self.token_bytes[y.clamp(min=0)] * mask).sum())
         if self.distiller is not None:  # the full cross-entropy to the teacher: the same for every k
-            s["kd_nats"] += self.distiller.full_kd_sum(logits, *batch).item()
+            s["kd_nats"].update(self.distiller.full_kd_sum(logits, *batch))
 
     def on_validation_epoch_end(self) -> None:
         """Sums over the whole fixed validation budget, so every arm is scored on the same tokens."""
-        s = self._val_sums
-        self.log("val/loss", s["nats"] / max(1, s["targets"]), prog_bar=True)
-        self.log("val/accuracy", s["correct"] / max(1, s["targets"]))
-        if s["bytes"]:
+        s = {k: metric.compute() for k, metric in self.val_sums.items() if metric.update_called}
+        targets = s["targets"].clamp(min=1)
+        self.log("val/loss", s["nats"] / targets, prog_bar=True)
+        self.log("val/accuracy", s["correct"] / targets)
+        if self.token_bytes is not None:
             self.log("val/bpb", s["nats"] / math.log(2) / s["bytes"], prog_bar=True)
         if self.distiller is not None:
-            self.log("val/kd_loss", s["kd_nats"] / max(1, s["targets"]))
+            self.log("val/kd_loss", s["kd_nats"] / targets)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self.model, self.optim_cfg)

@@ -169,6 +169,7 @@ class StabilityMonitor(Callback):
             raise ValueError(f"trainer.monitor_every: got {every}; allowed: 0 (off) or a positive number of steps")
         self.every = every
         self.spike = LossSpike()
+        self._losses: list[torch.Tensor] = []  # the steps' losses since the last monitored step, on the device
         self._probes: Probes | None = None
         self._step: int | None = None  # the step being probed
 
@@ -183,9 +184,12 @@ class StabilityMonitor(Callback):
         if not self.every:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.spike.update(float(loss))  # the module already synchronised on this loss (`.item()`)
+        self._losses.append(loss.detach())
         if self._step is None:
             return
+        for value in torch.stack(self._losses).tolist():  # one host sync per monitored step, not one per step
+            self.spike.update(value)
+        self._losses.clear()
         detach_probes(pl_module)
         metrics = probe_metrics(*self._probes)
         if not math.isnan(spike := self.spike.pop_max()):
@@ -197,3 +201,4 @@ class StabilityMonitor(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         detach_probes(pl_module)
         self._step = None
+        self._losses.clear()
