@@ -36,6 +36,7 @@ INIT_GRID = np.array(
 )  # columns: a, b, e, alpha, beta
 PARAMS3 = ("E", "A", "B", "alpha", "beta")
 CONVERGED, NOT_CONVERGED, TOO_FEW = "converged", "not_converged", "too_few_points"
+FLOPS_PER_TOKEN = "train_flops_per_token"  # results.json: workbench.accounting's training FLOPs per token
 BUDGET_LABEL = "ablation.compute_budget"  # set by the scaling_ladder grid's arms (ablations/scaling_ladder.yaml)
 
 
@@ -231,13 +232,19 @@ def fit_runs(
     """Fit both approaches to an `analysis.runs.load` frame; rows without positive finite N, D, loss (failed or
     unfinished runs) are dropped. Defaults are the training code's results.json names; N counts every parameter,
     embeddings included, as Hoffmann et al. do. `compute_col` labels budgets (default: BUDGET_LABEL if present);
+    without a label, a run's budget is its training FLOPs as MFU counts them (results.json's
+    `train_flops_per_token` x D, workbench.accounting's convention), and 6ND only for runs from before that key.
     `span` is Approach 2's (see fit_approach2)."""
     compute_col = compute_col or (BUDGET_LABEL if BUDGET_LABEL in df.columns else None)
     missing = [c for c in (n_col, d_col, loss_col, compute_col) if c is not None and c not in df.columns]
     if missing:
         raise ValueError(f"runs frame: missing column(s) {missing}; columns: {', '.join(map(str, df.columns))}")
     data = pd.DataFrame({"N": df[n_col], "D": df[d_col], "loss": df[loss_col]}).apply(pd.to_numeric, errors="coerce")
-    data["C"] = pd.to_numeric(df[compute_col], errors="coerce") if compute_col else _round_sig(6 * data.N * data.D)
+    if compute_col:
+        data["C"] = pd.to_numeric(df[compute_col], errors="coerce")
+    else:
+        exact = pd.to_numeric(df.get(FLOPS_PER_TOKEN, pd.Series(np.nan, index=df.index)), errors="coerce") * data.D
+        data["C"] = _round_sig(exact.fillna(6 * data.N * data.D).to_numpy(float))
     data = data[np.isfinite(data).all(axis=1) & (data > 0).all(axis=1)].reset_index(drop=True)
     return ScalingFits(
         fit_approach3(data.N, data.D, data.loss, n_boot=n_boot, seed=seed),

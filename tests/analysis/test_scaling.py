@@ -136,3 +136,13 @@ def test_fit_runs_groups_budgets_by_the_ladder_label():
     assert fit_runs(frame, n_boot=0).approach2.status == "too_few_points"  # every point its own budget
     fits = fit_runs(frame.assign(**{"ablation.compute_budget": c}), n_boot=0)
     assert len(fits.approach2.budgets) == 4 and fits.approach2.a == pytest.approx(A_EXP, abs=0.03)
+
+
+def test_budgets_without_labels_are_the_runs_exact_training_flops():
+    """A run's C is results.json's train_flops_per_token x D (attention included), 6ND only where that is missing."""
+    n = np.array([1e5, 2e5, 4e5, 1e5])
+    d = np.array([4e6, 2e6, 1e6, 4e6])  # the same 6ND = 2.4e12 for every row
+    df = pd.DataFrame({"params.total": n, "tokens_seen": d, "val_loss": [3.0, 2.9, 3.1, 3.0],
+                       "train_flops_per_token": [7.2e5, 1.3e6, np.nan, 9.0e5]})  # fmt: skip
+    c = fit_runs(df, n_boot=0).data["C"].to_numpy()
+    assert c.tolist() == [2.88e12, 2.6e12, 2.4e12, 3.6e12]

@@ -151,7 +151,8 @@ def _summary(
         "val_accuracy": m.get("val/accuracy"), "steps": trainer.global_step,
         "tokens_seen": trainer.global_step * trainer.accumulate_grad_batches * tokens,
         "tokens_per_s": speed.get("lengths", 0) * trainer.world_size / speed["time"] if speed.get("time") else None,
-        "mfu": speed.get("mfu"), "flops_per_batch": module.flops_per_batch,
+        "mfu": speed.get("mfu"), "flops_per_batch": module.flops_per_batch,  # one rank's batch
+        "train_flops_per_token": module.flops_per_batch * trainer.world_size / tokens,  # workbench.accounting's
         "peak_flops": throughput.available_flops, "precision": str(trainer.precision), "data": bundle.info,
         "checkpoints": {"last": _path(trainer, "last_model_path"), "best": _path(trainer, "best_model_path")},
         "wandb": wandb_location(loggers), **environment(trainer.strategy.root_device),
