@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m analysis.params --all
 	$(PY) -m analysis.kv_cache --all --context 32768
-	$(PY) -m workbench.train --multirun +ablation=local_global_ratio experiment=grid_cpu 'ablation.seeds=[0]' \
+	OMP_NUM_THREADS=1 $(PY) -m workbench.train --multirun +ablation=main_local_global experiment=grid_cpu \
 		hydra/launcher=joblib
-	$(PY) -m analysis.report multirun/main_local_global_ratio
+	$(PY) -m analysis.report multirun/main_local_global
 
 lint: setup
 	$(PY) -m ruff check .
