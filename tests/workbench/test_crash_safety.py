@@ -24,8 +24,8 @@ from workbench.training.checkpoint_io import (
     checkpoint_step,
     previous_version,
 )
-from workbench.training.results import write_json_atomic
 from workbench.training.jobs import train
+from workbench.training.results import write_json_atomic
 from workbench.training.run import resume_checkpoint
 
 METRICS = ("train_loss", "val_loss", "val_bpb")

@@ -41,7 +41,9 @@ def test_weights_load_into_a_longer_context_and_give_the_same_logits(pretrained)
 
 def test_a_shape_mismatch_names_the_parameter(pretrained):
     source = load_model_from_checkpoint(pretrained)
-    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.\w+\.weight: \(\d+, 64\) in the checkpoint, \(\d+, 64\) here"):
+    with pytest.raises(
+        ValueError, match=r"blocks\.0\.mlp\.\w+\.weight: \(\d+, 64\) in the checkpoint, \(\d+, 64\) here"
+    ):
         load_weights(build_model(source.cfg.replace(mlp_hidden=96)), pretrained)
     with pytest.raises(ValueError, match=r"missing: \['blocks\.2\."):
         load_weights(build_model(source.cfg.replace(n_layers=3)), pretrained)
@@ -76,8 +78,6 @@ def test_a_first_stage_is_trained_once_and_shared(tmp_path):
 def test_unknown_keys_in_a_first_stage_are_rejected_before_training(tmp_path):
     cfg = compose_cfg(SHORT, tmp_path / "c")
     OmegaConf.update(cfg, "init_from", {"model.widht": 3}, merge=False)
-    with pytest.raises(
-        ConfigError, match=r"init_from \(first stage\): unknown key 'model.widht'"
-    ):
+    with pytest.raises(ConfigError, match=r"init_from \(first stage\): unknown key 'model.widht'"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / STAGES).exists()

@@ -154,7 +154,9 @@ def test_proportional_spreads_the_rotated_pairs_over_both_halves_and_leading_doe
     leading = RoPE(8, BASE, local=False, head_dim=32).rotate(x, positions)
     turned = [*range(4), *range(16, 20)]
     still = [i for i in range(32) if i not in turned]
-    assert torch.equal(proportional[..., still], x[..., still]) and not torch.equal(proportional[..., turned], x[..., turned])
+    assert torch.equal(proportional[..., still], x[..., still]) and not torch.equal(
+        proportional[..., turned], x[..., turned]
+    )
     assert torch.equal(leading[..., 8:], x[..., 8:]) and not torch.equal(leading[..., :8], x[..., :8])
     whole = RoPE(32, BASE, local=False).rotate(x, positions)
     assert torch.equal(proportional[..., turned], whole[..., turned])  # the whole-head frequencies

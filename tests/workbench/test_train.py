@@ -62,7 +62,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["logger=csv", "optim.total_steps=8", "trainer.val_check_interval=4", *FAST]
     full = train(compose_cfg([*common, "trainer.max_steps=8"], tmp_path / "cache"), tmp_path / "full")
     train(compose_cfg([*common, "trainer.max_steps=4"], tmp_path / "cache"), tmp_path / "split")
-    resumed = train(compose_cfg([*common, "trainer.max_steps=8", "resume=true"], tmp_path / "cache"), tmp_path / "split")
+    resumed = train(
+        compose_cfg([*common, "trainer.max_steps=8", "resume=true"], tmp_path / "cache"), tmp_path / "split"
+    )
     assert resumed["steps"] == full["steps"] == 8
     for key in ("train_loss", "val_loss", "val_bpb"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
