@@ -88,16 +88,17 @@ def test_gated_product_backward_equals_autograd(gate):
         torch.testing.assert_close(a, r)
 
 
-def test_key_blocks_equal_unfold_windows_and_pass_gradcheck():
-    x = torch.randn(2, 12, 3, 4, dtype=torch.float64, requires_grad=True)  # (B, T, h, d), blocks of 3, window 6
-    blocks = attention._KeyBlocks.apply(x, 3, 3)  # (B, 4 blocks, 9 keys, h, d)
-    windows = F.pad(x, (0, 0, 0, 0, 6, 0)).unfold(1, 9, 3).permute(0, 1, 4, 2, 3)
-    torch.testing.assert_close(blocks, windows)
-    assert torch.autograd.gradcheck(lambda x: attention._KeyBlocks.apply(x, 3, 3), (x,))
+@pytest.mark.parametrize(("block", "window"), [(3, 6), (8, 4), (6, 4), (4, 6)])
+def test_key_blocks_equal_unfold_windows_and_pass_gradcheck(block, window):
+    x = torch.randn(2, 24, 3, 2, dtype=torch.float64, requires_grad=True)  # (B, T, h, d)
+    blocks = attention._KeyBlocks.apply(x, block, window)  # (B, T / b blocks, W + b keys, h, d)
+    windows = F.pad(x, (0, 0, 0, 0, window, 0)).unfold(1, window + block, block).permute(0, 1, 4, 2, 3)
+    torch.testing.assert_close(blocks, windows, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda x: attention._KeyBlocks.apply(x, block, window), (x,))
 
 
 @pytest.mark.parametrize("softcap", [None, 5.0])
-@pytest.mark.parametrize(("length", "window"), [(256, 64), (67, 8), (16, 8), (9, 3)])
+@pytest.mark.parametrize(("length", "window"), [(256, 64), (67, 8), (16, 8), (9, 3), (64, 4)])
 def test_blocked_local_gradients_equal_the_dense_mask(length, window, softcap):
     """Queries and keys laid out (B, T, h, d) in memory, as the model's projections leave them."""
     q, k, v = (
@@ -113,7 +114,9 @@ def test_blocked_local_gradients_equal_the_dense_mask(length, window, softcap):
 
 
 def test_local_block_size():
-    assert [local_block_size(w) for w in (1024, 256, 128, 64, 32, 8, 3)] == [256, 64, 32, 32, 32, 8, 3]
+    windows = (1024, 256, 128, 64, 32, 16, 8, 4, 3)
+    assert [local_block_size(w) for w in windows] == [256, 64, 32, 32, 32, 16, 16, 16, 18]
+    assert [local_block_size(w, torch.bfloat16) for w in windows] == [256, 64, 32, 32, 32, 16, 8, 4, 3]
 
 
 def _split_state(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:

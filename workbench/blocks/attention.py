@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -93,47 +94,58 @@ def attend(
     return probs @ v
 
 
-def local_block_size(window: int) -> int:
-    """Queries per block of the blocked window path: W/4 (1.25 W keys per query rather than 2 W with blocks of W),
-    W/2 where W/4 would be under 32 queries (the kernel's per-block cost outweighs the keys saved: at W = 64, blocks
-    of 32 run the attention forward + backward 15% faster than blocks of 16 on CPU), else W."""
+def local_block_size(window: int, dtype: torch.dtype = torch.float32) -> int:
+    """Queries per block of the blocked window path, which attend the W + b keys ending with their block.
+
+    W/4 (1.25 W keys per query rather than 2 W with blocks of W); W/2 where W/4 would be under 32 queries; else W,
+    or in float32 its smallest multiple of at least 16 queries: below that the kernel's per-block cost outweighs
+    the keys saved (forward + backward on CPU: W = 64 runs 15% faster in blocks of 32 than of 16; W = 4 and 8 run
+    1.7x and 1.3x faster in blocks of 16 than of W). Not in bfloat16, whose CPU kernel runs blocks of 16 queries
+    2.4x slower than blocks of W = 4.
+    """
     for div in (4, 2):
         if window % div == 0 and window // div >= 32:
             return window // div
-    return window
+    return window * -(-16 // window) if dtype == torch.float32 else window
 
 
 class _KeyBlocks(torch.autograd.Function):
-    """(B, T, h, d) -> (B, n, slots * b, h, d), T = n * b: block j holds blocks j - slots + 1 .. j (zeros before 0).
+    """(B, n * b, h, d) -> (B, n, W + b, h, d): block j holds keys jb - W .. jb + b - 1 (zeros before position 0).
 
-    Overlapping windows of keys, copied once. `unfold` builds the same windows, but its backward (a generic
-    scatter-add) and the zero-filled gradients of the copies around it took ~30% of the blocked path's time on
-    CPU; here the backward adds the `slots` shifted slices of the gradient in place.
+    Overlapping windows of keys, copied once, in units of g = gcd(b, W) keys. `unfold` builds the same windows, but
+    its backward (a generic scatter-add) and the zero-filled gradients of the copies around it took ~30% of the
+    blocked path's time on CPU; here the backward adds the shifted slices of the gradient in place.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, block: int, slots: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, block: int, window: int) -> torch.Tensor:
         B, T, h, d = x.shape
-        n = T // block
-        src = x.unflatten(1, (n, block))
-        out = x.new_empty(B, n, slots, block, h, d)
-        for i in range(slots):
-            lag = slots - 1 - i  # slot i of block j holds block j - lag
-            out[:, lag:, i] = src[:, : n - lag]
-            out[:, :lag, i] = 0
-        ctx.block, ctx.slots = block, slots
+        g = math.gcd(block, window)
+        u, w, n = block // g, window // g, T // block  # units per block, units looked back, blocks
+        src = x.unflatten(1, (n * u, g))
+        out = x.new_empty(B, n, w + u, g, h, d)
+        for i in range(w + u):  # slot i of block j holds unit j * u + i - w
+            first, start = _first_block(i - w, u)
+            out[:, first:, i] = src[:, start::u][:, : n - first]
+            out[:, :first, i] = 0
+        ctx.units = g, u, w, n
         return out.flatten(2, 3)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        block, slots = ctx.block, ctx.slots
-        g = grad.unflatten(2, (slots, block))
-        n = g.shape[1]
-        dx = g[:, :, slots - 1].clone()
-        for i in range(slots - 1):
-            lag = slots - 1 - i
-            dx[:, : n - lag] += g[:, lag:, i]
+        g, u, w, n = ctx.units
+        grad = grad.unflatten(2, (w + u, g))
+        dx = grad[:, :, w:].flatten(1, 2).clone()  # the block's own units: each unit once
+        for i in range(w):
+            first, start = _first_block(i - w, u)
+            dx[:, start::u][:, : n - first] += grad[:, first:, i]
         return dx.flatten(1, 2), None, None
+
+
+def _first_block(shift: int, units: int) -> tuple[int, int]:
+    """The first block j whose unit j * units + shift exists (>= 0), and that unit."""
+    first = -(shift // units) if shift < 0 else 0
+    return first, first * units + shift
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,13 +167,13 @@ def attend_blocked_local(
     """Sliding-window attention in O(T * W): each block of b queries sees the W + b keys that end with its own block.
 
     Query jb + a sees key jb - W + c iff a < c <= a + W, which is exactly i - W < j <= i; keys before position 0
-    are padding. b is `local_block_size(W)`. Blocks are folded into the batch so SDPA gets 4-D inputs: it has
+    are padding. b is `local_block_size(W, dtype)`. Blocks are folded into the batch so SDPA gets 4-D inputs: it has
     fused CPU/CUDA kernels for those only (5-D inputs fall back to the unfused math path, 2x slower forward on
     CPU). Inputs laid out (B, T, h, d) in memory, as the model's projections leave them, are blocked without a
     copy of the queries, and the output comes back in that layout.
     """
     B, H, T, D = q.shape
-    block = local_block_size(window)
+    block = local_block_size(window, q.dtype)
     n = -(-T // block)
     pad = n * block - T
 
@@ -170,7 +182,7 @@ def attend_blocked_local(
         return F.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x
 
     def key_blocks(x: torch.Tensor) -> torch.Tensor:  # (B, h, T, d) -> (B * n, h, W + b, d)
-        return _KeyBlocks.apply(tokens_first(x), block, window // block + 1).flatten(0, 1).transpose(1, 2)
+        return _KeyBlocks.apply(tokens_first(x), block, window).flatten(0, 1).transpose(1, 2)
 
     q_blocks = tokens_first(q).reshape(B * n, block, H, D).transpose(1, 2)
     mask = _local_block_mask(B, n, block, window, q.device)
