@@ -1,7 +1,8 @@
 """The transformer: embedding, a stack of blocks read from `ModelConfig`, final norm, tied or untied head.
 
-Every choice (attention kind, MLP kind, norm kind and placement, position encoding, local/global pattern)
-is a config value looked up in `workbench.registry`; nothing here branches on a model name.
+Every choice (attention kind, MLP kind, norm kind and placement, position encoding, local/global pattern, and
+Gemma 4's per-layer inputs, MoE block, KV sharing and layer scalar) is a config value, the blocks looked up in
+`workbench.registry` or built from `workbench.blocks`; nothing here branches on a model name.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import torch
 from torch import nn
 
 from workbench import blocks  # noqa: F401  (fills the registries)
+from workbench.blocks.attention import SharedKV
 from workbench.blocks.linear import Linear, linear
+from workbench.blocks.moe import MoEBlock
 from workbench.blocks.patterns import LOCAL
-from workbench.cache import KVCache
+from workbench.blocks.ple import PerLayerInputGate, PerLayerInputs
+from workbench.cache import KVCache, LayerCache, SharedLayerCache
 from workbench.config import ModelConfig
 from workbench.registry import ATTENTION, MLP, NORM
 
@@ -25,14 +29,23 @@ class Block(nn.Module):
     pre:      x = x + f(norm(x))
     post:     x = norm(x + f(x))                  (classic post-LN)
     sandwich: x = x + post_norm(f(pre_norm(x)))   (Gemma 2/3)
+    Gemma 4 adds, where the config says: the MoE block beside the MLP (it merges its routed branch into the MLP's
+    output, see `MoEBlock`), then the layer's per-layer input (`PerLayerInputGate`), then the output times the
+    stored `layer_scalar`. Layer `index` reuses an earlier layer's KV when `cfg.kv_shared(index)`.
     """
 
-    def __init__(self, cfg: ModelConfig, layer_type: str) -> None:
+    def __init__(self, cfg: ModelConfig, index: int) -> None:
         super().__init__()
         self.placement = cfg.norm_placement
-        self.layer_type = layer_type
-        self.attn = ATTENTION.build(cfg.attention_for(layer_type), cfg, local=layer_type == LOCAL)
-        self.mlp = MLP.build(cfg.mlp, cfg.d_model, cfg.mlp_hidden, cfg.bias)
+        self.layer_type = cfg.layer_types[index]
+        reuse = {"reuses_kv": True} if cfg.kv_shared(index) else {}  # only kinds that read kv_shared_layers get it
+        self.attn = ATTENTION.build(cfg.attention_for(self.layer_type), cfg, local=self.layer_type == LOCAL, **reuse)
+        self.exchanges_kv = self.layer_type in cfg.kv_shared_types  # writes (or reads) this pass's shared KV
+        self.mlp = MLP.build(cfg.mlp, cfg.d_model, cfg.mlp_hidden_for(index), cfg.bias)
+        self.moe = MoEBlock(cfg) if cfg.moe_experts else None
+        self.ple = PerLayerInputGate(cfg) if cfg.ple_dim else None
+        if cfg.layer_scalar:
+            self.register_buffer("layer_scalar", torch.ones(1))
         norm = lambda: NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
         if self.placement in ("pre", "sandwich"):
             self.attn_pre_norm, self.mlp_pre_norm = norm(), norm()
@@ -40,13 +53,30 @@ class Block(nn.Module):
             self.attn_post_norm, self.mlp_post_norm = norm(), norm()
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
-        x = self._residual(x, lambda h: self.attn(h, positions, cache), "attn")
-        return self._residual(x, self.mlp, "mlp")
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LayerCache | SharedLayerCache | None = None,
+        per_layer_input: torch.Tensor | None = None,
+        shared: SharedKV | None = None,
+    ) -> torch.Tensor:
+        kv = (shared,) if self.exchanges_kv else ()
+        x = self._residual(x, lambda h: self.attn(h, positions, cache, *kv), "attn")
+        x = self._residual(x, lambda h, x=x: self._feed_forward(x, h), "mlp")
+        if self.ple is not None:
+            x = self.ple(x, per_layer_input)
+        return x * self.layer_scalar if hasattr(self, "layer_scalar") else x
+
+    def _feed_forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The MLP on h (x after the pre-norm, if any), and the MoE block's branch on x itself."""
+        out = self.mlp(h)
+        return out if self.moe is None else self.moe(x, out)
 
     def flops(self, tokens: int, start: int = 0) -> int:
         """Forward FLOPs of `tokens` new tokens after `start` cached ones (norms are elementwise: not counted)."""
-        return self.attn.flops(tokens, start) + self.mlp.flops(tokens)
+        extra = sum(m.flops(tokens) for m in (self.moe, self.ple) if m is not None)
+        return self.attn.flops(tokens, start) + self.mlp.flops(tokens) + extra
 
     def _residual(self, x: torch.Tensor, f, name: str) -> torch.Tensor:
         if self.placement == "post":
@@ -62,7 +92,8 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, layer_type) for layer_type in cfg.layer_types)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.ple = PerLayerInputs(cfg) if cfg.ple_dim else None
         # post-LN already ends every block with a norm; the other placements need a final one
         self.final_norm = (
             nn.Identity() if cfg.norm_placement == "post" else NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
@@ -73,12 +104,14 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) weights; output projections scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity."""
+        """Normal(0, init_std) weights (embedding tables and experts too); output projections (experts' included)
+        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, router scales at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2:
                 continue  # norm weights and biases keep the initialisation of their module
-            scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1
+            output = name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj"))
+            scale = 1 / math.sqrt(2 * self.cfg.n_layers) if output else 1
             nn.init.normal_(p, mean=0.0, std=std * scale)
         for m in self.modules():
             if isinstance(m, nn.Linear) and m.bias is not None:
@@ -111,7 +144,8 @@ class Transformer(nn.Module):
         position. The convention is stated once, in workbench/accounting.py.
         """
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return sum(block.flops(tokens, start) for block in self.blocks) + 2 * tokens * head.numel()
+        ple = 0 if self.ple is None else self.ple.flops(tokens)
+        return sum(block.flops(tokens, start) for block in self.blocks) + ple + 2 * tokens * head.numel()
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds."""
@@ -123,8 +157,11 @@ class Transformer(nn.Module):
         x = self.embed(input_ids)
         if self.cfg.embed_scale:
             x = x * self.embed_multiplier.to(x.dtype)
+        per_layer = None if self.ple is None else self.ple(input_ids, x)
+        shared: SharedKV = {}
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, cache.layers[i] if cache is not None else None)
+            layer_input = None if per_layer is None else per_layer[:, :, i]
+            x = block(x, positions, cache.layers[i] if cache is not None else None, layer_input, shared)
         x = self.final_norm(x)
         logits = linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         if self.logit_probe is not None:

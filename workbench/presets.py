@@ -1,4 +1,4 @@
-"""Named model configurations: the published Gemma 2/3 text decoders and small ablation baselines.
+"""Named model configurations: the published Gemma 2/3 text decoders, Gemma 4's shape, and small ablation baselines.
 
 Gemma values follow the reports and the `transformers` configuration defaults for each size. Gemma 2 uses the
 report's 256,128-entry vocabulary (HF configs say 256,000), so that Table 2 of the report is reproduced exactly.
@@ -20,6 +20,15 @@ _GEMMA2 = dict(
 )  # fmt: skip
 _SMALL_GEMMA3 = {k: v for k, v in _GEMMA3.items() if k not in ("window", "max_seq_len")}
 _SMALL_GEMMA3.update(vocab_size=264, rope_scaling_global=1.0, head_dim=None)
+# Gemma 4 (transformers' Gemma4TextConfig): plain-scale RMSNorm (weights start at 1), QK-norm with attention scale 1,
+# an unscaled value norm, 5:1 with the last layer global, global layers with their own head width and proportional
+# RoPE on a quarter of it, per-layer input embeddings and a per-layer output scalar
+_GEMMA4 = dict(
+    mlp="geglu", norm="rmsnorm", norm_placement="sandwich", layer_pattern="5:1+last_global", attn_logit="qk_norm",
+    query_pre_attn_scalar=1.0, v_norm=True, layer_scalar=True, rope_base_global=1_000_000.0, rope_base_local=10_000.0,
+    rope_fraction_global=0.25, rope_partial="proportional", tie_embeddings=True, embed_scale=True,
+)  # fmt: skip
+_SMALL_GEMMA4 = dict(_GEMMA4, vocab_size=264)
 
 PRESETS: dict[str, ModelConfig] = {
     "gemma3-1b": ModelConfig(**{**_GEMMA3, "vocab_size": 262_144, "max_seq_len": 32_768, "rope_scaling_global": 1.0,
@@ -32,6 +41,17 @@ PRESETS: dict[str, ModelConfig] = {
     "gemma2-9b": ModelConfig(**_GEMMA2, d_model=3584, n_layers=42, n_heads=16, n_kv_heads=8, mlp_hidden=14336),
     "gemma2-27b": ModelConfig(**{**_GEMMA2, "head_dim": 128}, d_model=4608, n_layers=46, n_heads=32, n_kv_heads=16,
                               mlp_hidden=36864, query_pre_attn_scalar=144),
+    # Gemma4TextConfig()'s defaults in transformers 5.24, which its docstring calls "similar to google/gemma-4-e2b-it"
+    # (the E2B: 30 layers, 5 local : 1 global, PLE of 256 per layer; no KV sharing, no K = V, no MoE by default)
+    "gemma4-e2b": ModelConfig(**_GEMMA4, vocab_size=262_144, d_model=2304, n_layers=30, n_heads=8, n_kv_heads=4,
+                              head_dim=256, head_dim_global=512, mlp_hidden=9216, window=512, max_seq_len=131_072,
+                              ple_dim=256),
+    # Gemma-4-shaped ablation baselines for CPU (byte vocabulary like `tiny` / `small`): the widths of those two,
+    # global heads twice as wide, PLE of d_model / 8 per layer
+    "gemma4-tiny": ModelConfig(**_SMALL_GEMMA4, d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, head_dim_global=64,
+                               mlp_hidden=384, window=64, max_seq_len=256, ple_dim=16),
+    "gemma4-small": ModelConfig(**_SMALL_GEMMA4, d_model=256, n_layers=12, n_heads=4, n_kv_heads=2,
+                                head_dim_global=128, mlp_hidden=1024, window=128, max_seq_len=512, ple_dim=32),
     # Gemma-3-shaped ablation baselines for CPU: byte-level vocabulary (256 bytes + specials)
     "tiny": ModelConfig(**_SMALL_GEMMA3, d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, mlp_hidden=384,
                         window=64, max_seq_len=256),

@@ -77,3 +77,32 @@ def test_cli_measure_matches_computed(capsys):
     main(["small", "--context", "2048", "--measure", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["bytes_measured"] == out["bytes"]
+
+
+def test_gemma4_e2b_at_32k_by_hand():
+    # 25 local layers: 4 KV heads x 256, K and V in bf16 (4096 bytes per token) over the 512 window; 5 global
+    # layers: 4 KV heads x 512 (8192 bytes per token) over all 32,768 tokens
+    cfg = get_preset("gemma4-e2b")
+    assert kv_cache_bytes(cfg, CTX) == 25 * 4096 * 512 + 5 * 8192 * CTX == 1_394_606_080
+    # K = V on the global layers halves them; sharing the last 10 layers' KV (2 of them global) drops those too
+    assert kv_cache_bytes(cfg.replace(k_eq_v_global=True), CTX) == 25 * 4096 * 512 + 5 * 4096 * CTX
+    assert kv_cache_bytes(cfg.replace(kv_shared_layers=10), CTX) == 17 * 4096 * 512 + 3 * 8192 * CTX
+
+
+def test_shared_layers_read_what_they_do_not_store():
+    """A KV-shared layer attends over its source layer's keys and values: the decode step reads them again."""
+    cfg = get_preset("gemma4-e2b")
+    shared = cfg.replace(kv_shared_layers=10)
+    assert kv_bytes_read_per_token(shared, CTX) == kv_bytes_read_per_token(cfg, CTX)
+    assert kv_cache_bytes(shared, CTX) < kv_cache_bytes(cfg, CTX)
+
+
+def test_cli_gemma3_and_gemma4_side_by_side(capsys):
+    main(["gemma3-4b", "gemma4-tiny", "--context", "1000", "4000", "--measure", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert [r["context"] for r in out["gemma4-tiny"]] == [1000, 4000]
+    assert all(r["bytes_measured"] == r["bytes"] for rows in out.values() for r in rows)
+    assert out["gemma4-tiny"][0]["layout"] == "5 L 2x32 + 1 G 2x64"
+    main(["gemma3-1b", "gemma4-tiny", "--context", "1000", "4000"])
+    table = capsys.readouterr().out
+    assert "22 L 1x256 + 4 G 1x256" in table and table.count("gemma4-tiny") == 2

@@ -33,6 +33,27 @@ COMBINATIONS = [
     {"norm": "layernorm", "bias": True, "attention": "mla"},
     {"norm_placement": "post", "attn_logit": "softcap"},
     {"norm_placement": "pre", "tie_embeddings": False, "attn_logit": "none", "head_dim": 12, "n_kv_heads": 1},
+    # Gemma 4's knobs: per-type heads and RoPE, K = V, PLE, MoE, KV sharing with the double-wide MLP
+    {
+        "head_dim_global": 12,
+        "n_kv_heads_global": 1,
+        "rope_fraction_global": 0.5,
+        "rope_partial": "proportional",
+        "v_norm": True,
+        "query_pre_attn_scalar": 1.0,
+    },
+    {"k_eq_v_global": True, "v_norm": True, "ple_dim": 4, "layer_scalar": True, "norm": "rmsnorm"},
+    {"moe_experts": 3, "moe_top_k": 2, "moe_hidden": 16},
+    {
+        "layer_pattern": "1:1",
+        "n_layers": 4,
+        "kv_shared_layers": 2,
+        "double_wide_mlp": True,
+        "k_eq_v_global": True,
+        "ple_dim": 4,
+        "moe_experts": 2,
+        "moe_top_k": 1,
+    },
 ]
 
 
@@ -69,7 +90,10 @@ class PrefillThenDecode(nn.Module):
         return torch.cat((prefill, self.model(ids[:, -1:], cache)), dim=1)
 
 
-@pytest.mark.parametrize("kind", [{}, {"attention": "mla"}, {"attn_logit": "softcap"}], ids=str)
+SHARED = {"layer_pattern": "1:1", "n_layers": 4, "kv_shared_layers": 2, "k_eq_v_global": True, "ple_dim": 4}
+
+
+@pytest.mark.parametrize("kind", [{}, {"attention": "mla"}, {"attn_logit": "softcap"}, SHARED], ids=str)
 @pytest.mark.parametrize("context", [2, 9])  # inside and past the window of 4
 def test_decode_flops_equal_fvcore(kind, context):
     cfg = BASE.replace(**kind)
@@ -87,6 +111,17 @@ def test_kv_bytes_read_per_token_equal_a_cache_of_what_the_step_sees(kind, conte
     cfg = BASE.replace(**kind)
     cache = build_model(cfg).new_cache(1, context + 1, dtype=torch.bfloat16)
     assert kv_bytes_read_per_token(cfg, context) == cache.nbytes
+
+
+@pytest.mark.parametrize("context", [0, 2, 9])
+def test_kv_shared_layers_read_the_cache_of_their_source(context):
+    """A KV-shared layer caches nothing but attends its source layer's keys and values: the step reads what the
+    same model without sharing would cache, and its cache holds less."""
+    cfg = BASE.replace(**SHARED)
+    unshared = cfg.replace(kv_shared_layers=0)
+    cache = build_model(unshared).new_cache(1, context + 1, dtype=torch.bfloat16)
+    assert kv_bytes_read_per_token(cfg, context) == cache.nbytes == kv_bytes_read_per_token(unshared, context)
+    assert build_model(cfg).new_cache(1, context + 1, dtype=torch.bfloat16).nbytes < cache.nbytes
 
 
 def test_kv_bytes_read_per_token_by_hand():

@@ -8,6 +8,7 @@ import torch
 from analysis.kv_cache import main
 from workbench import build_model, get_preset
 from workbench.accounting import DTYPES, kv_cache_bytes, kv_cache_bytes_per_layer
+from workbench.cache import SharedLayerCache
 
 WINDOW = 8
 
@@ -92,3 +93,67 @@ def test_cache_sized_for_a_smaller_window_is_rejected():
     model.set_window(WINDOW)
     with pytest.raises(ValueError, match="window: layer 0 attends over 8 keys but its cache holds 2"):
         model(torch.randint(0, 264, (1, 3)), cache)
+
+
+# Gemma 4's layouts: per-type KV shapes, K = V (one tensor), KV-shared layers (no cache) --------------------------
+GEMMA4_LAYOUTS = {
+    "per-type heads": dict(head_dim_global=24, n_kv_heads_global=1),
+    "k=v": dict(head_dim_global=24, n_kv_heads_global=1, k_eq_v_global=True, v_norm=True),
+    "shared 2": dict(kv_shared_layers=2),
+    "shared 4, k=v, ple, moe": dict(kv_shared_layers=4, k_eq_v_global=True, v_norm=True, ple_dim=4, moe_experts=3,
+                                    moe_top_k=2, moe_hidden=16, double_wide_mlp=True, layer_scalar=True),
+}  # fmt: skip
+
+
+def gemma4_cfg(layout: str):
+    """6 layers L G L G L G (every sharing depth up to 4 leaves a layer of each type to reuse), window 8."""
+    return small_cfg("1:1", rope_fraction_global=0.5, rope_partial="proportional", **GEMMA4_LAYOUTS[layout])
+
+
+@pytest.mark.parametrize("layout", list(GEMMA4_LAYOUTS))
+@pytest.mark.parametrize(("batch", "context", "dtype"), [(1, 3, "float32"), (3, 100, "bfloat16")])
+def test_gemma4_layouts_measured_bytes_equal_computed(layout, batch, context, dtype):
+    cfg = gemma4_cfg(layout)
+    cache = build_model(cfg).new_cache(batch, context, dtype=DTYPES[dtype])
+    assert [layer.nbytes for layer in cache.layers] == kv_cache_bytes_per_layer(cfg, context, batch, dtype)
+    assert cache.nbytes == kv_cache_bytes(cfg, context, batch, dtype)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_shared_layers_allocate_nothing(depth):
+    cfg = gemma4_cfg("per-type heads")
+    own = build_model(cfg).new_cache(2, 50).layers
+    shared = build_model(cfg.replace(kv_shared_layers=depth)).new_cache(2, 50).layers
+    assert all(layer.nbytes == 0 for layer in shared[-depth:]) and not any(isinstance(x, SharedLayerCache) for x in own)
+    assert [layer.nbytes for layer in shared[:-depth]] == [layer.nbytes for layer in own[:-depth]]
+    assert all(layer.nbytes > 0 for layer in own[-depth:])
+
+
+def test_keys_equal_values_cache_one_tensor():
+    cfg = gemma4_cfg("per-type heads")
+    both = build_model(cfg).new_cache(1, 30).layers
+    one = build_model(cfg.replace(k_eq_v_global=True)).new_cache(1, 30).layers
+    for layer_type, a, b in zip(cfg.layer_types, both, one, strict=True):
+        assert b.nbytes == (a.nbytes // 2 if layer_type == "global" else a.nbytes), layer_type
+        assert (b.v is None) == (layer_type == "global")
+
+
+@pytest.mark.parametrize("layout", list(GEMMA4_LAYOUTS))
+@pytest.mark.parametrize("chunks", [[1] * 22, [7, 1, 1, 5, 3, 1, 4]], ids=["token-by-token", "prefill+chunks"])
+def test_gemma4_layouts_decode_equals_the_full_forward(layout, chunks):
+    """22 tokens, window 8: local ring buffers wrap, shared layers read what their source layer's cache returned."""
+    model = build_model(gemma4_cfg(layout)).eval()
+    with torch.no_grad():  # norms and layer scalars away from 1, so that every part of the computation matters
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.uniform_(0.5, 1.5)
+    x = torch.randint(0, 264, (2, sum(chunks)))
+    cache = model.new_cache(2, x.shape[1])
+    with torch.no_grad():
+        full = model(x)
+        starts = [sum(chunks[:i]) for i in range(len(chunks))]
+        stepped = torch.cat([model(x[:, s : s + n], cache) for s, n in zip(starts, chunks, strict=True)], dim=1)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)

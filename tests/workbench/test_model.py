@@ -21,6 +21,21 @@ VARIANTS = [
     {"mlp": "relu2", "tie_embeddings": False, "embed_scale": False, "position": "none"},
     {"head_dim": 12, "query_pre_attn_scalar": 20, "rope_fraction": 0.5},
     {"n_kv_heads": 1, "layer_pattern": "1:1"},
+    # Gemma 4: per-type heads and proportional RoPE, K = V, KV sharing, PLE, MoE, layer scalars
+    {
+        "layer_pattern": "1:1",
+        "kv_shared_layers": 1,
+        "k_eq_v_global": True,
+        "v_norm": True,
+        "head_dim_global": 12,
+        "rope_fraction_global": 0.5,
+        "rope_partial": "proportional",
+        "ple_dim": 4,
+        "moe_experts": 3,
+        "moe_hidden": 16,
+        "layer_scalar": True,
+        "double_wide_mlp": True,
+    },
 ]
 
 

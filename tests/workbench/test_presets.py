@@ -5,7 +5,7 @@ from analysis.params import count_params
 from workbench import build_model, get_preset, list_presets
 
 REQUIRED = ["gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma2-2b", "gemma2-9b", "gemma2-27b",
-            "llama-small", "tiny", "small"]  # fmt: skip
+            "llama-small", "tiny", "small", "gemma4-e2b", "gemma4-tiny", "gemma4-small"]  # fmt: skip
 
 
 def test_required_presets_exist():
@@ -25,7 +25,7 @@ def test_every_preset_builds_on_meta_with_the_counted_parameters(name):
     assert sum(p.numel() for p in model.parameters()) == count_params(cfg)["total"]
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "llama-small"])
+@pytest.mark.parametrize("name", ["tiny", "small", "llama-small", "gemma4-tiny", "gemma4-small"])
 def test_small_presets_run_forward(name):
     cfg = get_preset(name)
     logits = build_model(cfg)(torch.randint(0, cfg.vocab_size, (2, 33)))
@@ -35,6 +35,19 @@ def test_small_presets_run_forward(name):
 def test_size_of_ablation_baselines():
     assert 0.8e6 <= count_params(get_preset("tiny"))["total"] <= 1.5e6
     assert 10e6 <= count_params(get_preset("small"))["total"] <= 30e6
+    assert 0.8e6 <= count_params(get_preset("gemma4-tiny"))["total"] <= 1.5e6
+    assert 10e6 <= count_params(get_preset("gemma4-small"))["total"] <= 30e6
+
+
+def test_gemma4_tiny_is_gemma4_shaped():
+    """The knobs Gemma4TextConfig has on by default, at tiny's widths; `tiny`'s Gemma 3 values elsewhere."""
+    g4, g4_tiny, tiny = get_preset("gemma4-e2b"), get_preset("gemma4-tiny"), get_preset("tiny")
+    shape = ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "window", "max_seq_len", "vocab_size")
+    knobs = ("norm", "attn_logit", "query_pre_attn_scalar", "v_norm", "layer_scalar", "layer_pattern",
+             "rope_fraction_global", "rope_partial", "rope_base_global", "rope_base_local")  # fmt: skip
+    assert all(getattr(g4_tiny, f) == getattr(tiny, f) for f in shape)
+    assert all(getattr(g4_tiny, f) == getattr(g4, f) for f in knobs)
+    assert g4_tiny.head_dim_for("global") == 2 * g4_tiny.head_dim_for("local") and g4_tiny.ple_dim > 0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from torch import nn
 
 from workbench.blocks.fused import fuse_split_linears
 from workbench.blocks.linear import Linear
-from workbench.cache import LayerCache
+from workbench.blocks.patterns import GLOBAL, LOCAL
+from workbench.cache import LayerCache, SharedLayerCache
 from workbench.registry import ATTENTION, NORM, POSITION
 
 if TYPE_CHECKING:
@@ -282,66 +283,124 @@ def auto_kernel(device_type: str, length: int, window: int | None, softcap: floa
     return "blocked" if length >= 2 * window and length % window == 0 else "masked"
 
 
+# keys, values and key positions of the last layer of each type with its own, in this forward pass: what a KV-shared
+# layer of that type attends over (with a cache: what that layer's cache returned, old tokens included)
+SharedKV = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 @ATTENTION.register("mha")
 class MultiHeadAttention(nn.Module):
     """GQA attention with optional QK-norm (after projection, before RoPE) and tanh logit soft-capping.
 
     `window` is None on global layers; on local layers it may be changed after training (`set_window`).
+    Per layer type (Gemma 4): head width and KV heads (`cfg.head_dim_for`, `cfg.n_kv_heads_for`), the RoPE
+    fraction, and keys that are also the values (K = V: the k projection's output, before the key's norm and
+    RoPE, is the value; the cache holds that one tensor, and keys and values are derived from it when read). With
+    `v_norm` the values are RMS-normalised without a scale. A layer built with `reuses_kv` has no k/v projections
+    and no cache: it attends over the keys and values the last earlier layer of its type left in `shared`.
     """
 
-    def __init__(self, cfg: ModelConfig, local: bool) -> None:
+    config_fields = frozenset({"head_dim_global", "n_kv_heads_global", "k_eq_v_global", "rope_fraction_global",
+                               "v_norm", "kv_shared_layers"})  # fmt: skip
+
+    def __init__(self, cfg: ModelConfig, local: bool, reuses_kv: bool = False) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.resolved_head_dim
-        self.scale = cfg.attn_scale
+        self.layer_type = LOCAL if local else GLOBAL
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads, self.head_dim = cfg.n_kv_heads_for(self.layer_type), cfg.head_dim_for(self.layer_type)
+        self.scale = cfg.attn_scale_for(self.layer_type)
         self.softcap = cfg.softcap
         self.window = cfg.window if local else None
         self.dropout = cfg.dropout
-        # one projection for q, k and v (one matmul instead of three; its rows are q's, then k's, then v's)
-        self.qkv_proj = Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=cfg.bias)
+        self.reuses_kv = reuses_kv
+        # tensors per cached token: K and V, or one where K = V (a reusing layer reads those of its source)
+        self.kv_tensors = 1 if cfg.k_eq_v_for(self.layer_type) else 2
+        # the projections this layer owns, in the rows of `qkv_proj`: q, then k and v (k alone if K = V; neither
+        # when reusing): one matmul instead of several
+        self.parts = ("q_proj", "k_proj", "v_proj")[: 1 + (0 if reuses_kv else self.kv_tensors)]
+        kv_rows = (len(self.parts) - 1) * self.n_kv_heads
+        self.qkv_proj = Linear(cfg.d_model, (self.n_heads + kv_rows) * self.head_dim, bias=cfg.bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         if cfg.qk_norm:
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
-            self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
-        self.rope = POSITION.build(cfg.position, int(self.head_dim * cfg.rope_fraction), cfg, local)
+            if not reuses_kv:
+                self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+        if cfg.v_norm and not reuses_kv:
+            self.v_norm = NORM.build("rmsnorm_unscaled", self.head_dim, cfg.norm_eps, cfg.bias)
+        rot_dim = int(self.head_dim * cfg.rope_fraction_for(self.layer_type))
+        self.rope = POSITION.build(cfg.position, rot_dim, cfg, local, head_dim=self.head_dim)
         self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
 
-    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
+    def new_cache(
+        self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device
+    ) -> LayerCache | SharedLayerCache:
+        if self.reuses_kv:
+            return SharedLayerCache()
         shape = (batch_size, self.n_kv_heads, self.cached_slots(max_len), self.head_dim)
-        return LayerCache(shape, shape, dtype=dtype, device=device)
+        return LayerCache(shape, shape if self.kv_tensors == 2 else None, dtype=dtype, device=device)
 
     # accounting (the convention: workbench/accounting.py) -------------------------------------------------
     def cached_slots(self, context: int) -> int:
-        """Tokens the cache holds at `context`: all of them, or the last `window` on a local layer."""
+        """Tokens the cache holds at `context`: all of them, the last `window` on a local layer, none when reusing."""
+        if self.reuses_kv:
+            return 0
         return context if self.window is None else min(self.window, context)
 
     def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
-        return 2 * self.n_kv_heads * self.head_dim * dtype.itemsize  # K and V
+        """Bytes of the cached keys and values per token this layer attends over (its own, or its source's)."""
+        return self.kv_tensors * self.n_kv_heads * self.head_dim * dtype.itemsize
 
     def pair_flops(self, tokens: int, start: int = 0) -> int:
         """QK^T and PV over the attended pairs: 2 x (head_dim + head_dim) per pair and query head."""
         return 2 * 2 * self.head_dim * self.n_heads * attended_pairs(tokens, self.window, start)
 
     def flops(self, tokens: int, start: int = 0) -> int:
-        """Forward FLOPs of `tokens` new tokens after `start` cached ones: q, k, v, o projections plus `pair_flops`."""
+        """Forward FLOPs of `tokens` new tokens after `start` cached ones: the projections plus `pair_flops`."""
         weights = self.qkv_proj.weight.numel() + self.o_proj.weight.numel()
         return 2 * tokens * weights + self.pair_flops(tokens, start)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        fuse_split_linears(state_dict, prefix, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
+        fuse_split_linears(state_dict, prefix, "qkv_proj", self.parts)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None, shared: SharedKV | None = None
+    ) -> torch.Tensor:
+        """`shared`: this forward pass's keys and values by layer type, read when reusing and written otherwise."""
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # views: (B, T, h, d) in memory
-        q, k, v = qkv.split((self.n_heads, self.n_kv_heads, self.n_kv_heads), dim=1)
-        if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rope(q, k, positions)
-        k_pos = positions
-        if cache is not None:
-            k, v, k_pos = cache.update(k, v)
+        if self.reuses_kv:
+            q, (k, v, k_pos) = qkv, shared[self.layer_type]
+            q = self.rope.rotate(self.q_norm(q) if hasattr(self, "q_norm") else q, positions)
+        else:
+            q, k, v, k_pos = self._own_kv(qkv, positions, cache)
+            if shared is not None:
+                shared[self.layer_type] = k, v, k_pos
         if self.probe is not None:
             self.probe(q, k, positions, k_pos, self.window, self.scale)
         dropout = self.dropout if self.training else 0.0
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+    def _own_kv(
+        self, qkv: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, and the keys, values and key positions of this layer's own projections (and its cache)."""
+        if self.kv_tensors == 2:
+            q, k, v = qkv.split((self.n_heads, self.n_kv_heads, self.n_kv_heads), dim=1)
+            if hasattr(self, "q_norm"):
+                q, k = self.q_norm(q), self.k_norm(k)
+            if hasattr(self, "v_norm"):
+                v = self.v_norm(v)
+            q, k = self.rope(q, k, positions)
+            if cache is None:
+                return q, k, v, positions
+            return q, *cache.update(k, v)
+        q, raw = qkv.split((self.n_heads, self.n_kv_heads), dim=1)  # K = V: the k projection, before norm and RoPE
+        k_pos = positions
+        if cache is not None:
+            raw, _, k_pos = cache.update(raw)
+        if hasattr(self, "q_norm"):
+            q = self.q_norm(q)
+        k = self.rope.rotate(self.k_norm(raw) if hasattr(self, "k_norm") else raw, k_pos)
+        return self.rope.rotate(q, positions), k, self.v_norm(raw) if hasattr(self, "v_norm") else raw, k_pos
