@@ -77,3 +77,20 @@ def test_cli(capsys):
     main(["tiny"])
     out = capsys.readouterr().out
     assert "Int4 (blocks=32)" in out and "+KV all-global" in out
+
+
+def test_cli_contexts_side_by_side_with_measured_kv(capsys):
+    """Gemma 3 and Gemma 4 shapes at two contexts; each +KV cache allocated and equal to the computed bytes."""
+    main(["tiny", "gemma4-tiny", "--context", "1000", "4000", "--measure", "--json"])
+    tables = json.loads(capsys.readouterr().out)
+    assert sorted(tables) == ["1000", "4000"]
+    kv_rows = [r for rows in tables.values() for r in rows if r["part"] == "+KV"]
+    assert len(kv_rows) == 4 and all(r["kv_measured_equal"] for r in kv_rows)
+    assert tables["1000"][1]["kv_bytes"] == TINY_KV["+KV"]  # tiny's, as by hand above
+    # gemma4-tiny: 5 local layers of 2 KV heads x 32 (the 64-token window), 1 global of 2 x 64 (all 4000 tokens)
+    g4 = next(r for r in tables["4000"] if r["preset"] == "gemma4-tiny" and r["part"] == "+KV")
+    assert g4["kv_bytes"] == 256 * 5 * 64 + 512 * 4000
+    main(["tiny", "gemma4-tiny", "--context", "1000", "4000", "--measure"])
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [r[2] for r in rows].count("weights") == 2 and out.count("True") == 4  # the weights once per preset
