@@ -47,13 +47,13 @@ def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
     assert "p_value" in (sweep / "summary.md").read_text()
     for name in ("loss_curves", "forest", "val_loss_vs_kv"):
         assert (sweep / f"{name}.png").stat().st_size > 0
-    # MFU's FLOPs are the dry run's: all-global, 5:1 and all-local alike (torch's counter ignored windows)
+    # MFU's FLOPs are the dry run's for every arm (at quick mode's 64 tokens the window spans the sequence, so the
+    # arms' counts coincide here; tests/workbench/test_accounting.py separates them at the grid_cpu shape)
     plans = planned_jobs(["+ablation=local_global_ratio", "ablation.quick=true", f"hydra.sweep.dir={sweep}"], True)
     dry = {p[-1].run_dir.name: job_cost(p[-1]).flops_per_token for p in plans}
     for name, r in results.items():
         per_token = r["flops_per_batch"] / (4 * 64)  # quick mode's batch of 4 x 64 tokens, one rank
         assert per_token == pytest.approx(dry[name], rel=0.01) and r["train_flops_per_token"] == per_token, name
-    assert len({round(v) for v in dry.values()}) > 1  # the arms do differ in attention FLOPs
 
 
 def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path):
