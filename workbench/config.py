@@ -78,6 +78,9 @@ class ModelConfig:
     bias: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
+    # the post-norms' gain at init (sandwich and post placements); None: 1, the identity. A unit-gain post-norm
+    # rescales each branch to unit RMS, undoing the 1/sqrt(2 n_layers) output-projection init (norm_placement study)
+    post_norm_init: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layer_pattern, list):
@@ -219,6 +222,8 @@ class ModelConfig:
         if self.rope_original_context is not None:
             _positive("rope_original_context", self.rope_original_context)
         _positive("init_std", self.init_std)
+        if self.post_norm_init is not None:
+            _positive("post_norm_init", self.post_norm_init)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: got {self.dropout}; allowed: 0 <= dropout < 1")
         self.layer_types  # noqa: B018  (raises on a bad layer_pattern)
@@ -319,6 +324,7 @@ _EXPECTED_TYPES: dict[str, Any] = {
     "rope_base_global": _FLOAT, "rope_base_local": _FLOAT, "rope_scaling_global": _FLOAT, "rope_fraction": _FLOAT,
     "rope_scaling_type": str, "rope_original_context": (int, type(None)),
     "tie_embeddings": bool, "embed_scale": bool, "bias": bool, "dropout": _FLOAT, "init_std": _FLOAT,
+    "post_norm_init": (int, float, type(None)),
     "rope_fraction_global": (int, float, type(None)), "rope_partial": str, "head_dim_global": (int, type(None)),
     "n_kv_heads_global": (int, type(None)), "k_eq_v_global": bool, "v_norm": bool, "kv_shared_layers": _INT,
     "double_wide_mlp": bool, "ple_dim": _INT, "ple_vocab_size": (int, type(None)), "layer_scalar": bool,

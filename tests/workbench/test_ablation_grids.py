@@ -115,13 +115,15 @@ def token_cache(tmp_path_factory):
 def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_cache, monkeypatch):
     """The CLI entry point in this process (Hydra's basic launcher runs the jobs here): no second torch import."""
     sweep = tmp_path / grid
+    lrs = list(compose_cfg([f"+ablation={grid}"], None).ablation.lrs)[::2]  # a tuned grid: every other rate
+    lr_sweep = [f"optim.lr={','.join(map(str, lrs))}"] if lrs else []  # the command line's sweep wins over the grid's
     monkeypatch.setattr(sys, "argv", ["workbench.train", "--multirun", f"+ablation={grid}", "ablation.quick=true",
-                                      "ablation.quick_seeds=[0]", "trainer.peak_flops=1e11",
+                                      "ablation.quick_seeds=[0]", "trainer.peak_flops=1e11", *lr_sweep,
                                       f"hydra.sweep.dir={sweep}", f"data.cache_dir={token_cache}"])  # fmt: skip
     train.main()
     results = _results(sweep)
     arms = _arms(grid, "ablation.quick=true")
-    assert sorted(RUN_ID.fullmatch(name).group(1) for name in results) == sorted(arms)
+    assert sorted(RUN_ID.fullmatch(name).group(1) for name in results) == sorted(list(arms) * max(len(lrs), 1))
     assert all(r["status"] == "completed" for r in results.values()), {n: r["error"] for n, r in results.items()}
     summary = report(sweep)
     assert sorted(summary["arm"]) == sorted(arms) and summary["n"].eq(1).all() and summary["mean"].notna().all()

@@ -84,3 +84,9 @@ class GemmaRMSNorm(nn.Module):
 @NORM.register("layernorm")
 def layer_norm(dim: int, eps: float, bias: bool = False) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=eps, bias=bias)
+
+
+@torch.no_grad()
+def set_gain(norm: nn.Module, gain: float) -> None:
+    """Set a norm's elementwise scale to `gain` (a Gemma RMSNorm stores it as an offset from 1)."""
+    norm.weight.fill_(gain - 1.0 if isinstance(norm, GemmaRMSNorm) else gain)
