@@ -44,6 +44,12 @@ FULL_OVERRIDES = (
 )  # fmt: skip
 
 
+# The redesigned studies (#18): experiment=study_cpu's model and budget, 2 joblib jobs x 1 thread
+STUDY_OVERRIDES = ("experiment=study_cpu", "hydra/launcher=joblib")
+STUDY_RESULTS = REPO / "notebooks" / "results"  # committed copies of the studies' runs (archive_runs): full mode
+KEPT = ("results.json", "config.yaml", "metrics.csv")  # what a committed run keeps: no checkpoints, no logs
+
+
 @dataclass
 class GridResult:
     runs: pd.DataFrame  # one row per run (analysis.runs.load), with val_ppl = exp(val_loss)
@@ -93,13 +99,32 @@ def quick_args(grid: str, sweep_dir: str | Path, arms: Sequence[str] | None = No
     ]  # fmt: skip
 
 
-def full_command(grid: str, arms: Sequence[str] | None = None, extra: Sequence[str] = ()) -> str:
-    """The shell command whose runs (in multirun/<grid>) full mode reads; run it from the repository root.
-    `extra` overrides replace the FULL_OVERRIDES of the same key."""
+def full_command(grid: str, arms: Sequence[str] | None = None, extra: Sequence[str] = (),
+                 base: Sequence[str] = FULL_OVERRIDES) -> str:  # fmt: skip
+    """The shell command whose runs full mode reads; run it from the repository root. `extra` overrides replace the
+    `base` overrides of the same key (STUDY_OVERRIDES: the redesigned studies, into multirun/study_<grid>)."""
     _check_arms(grid, arms)
-    merged = {o.split("=", 1)[0]: o for o in [*FULL_OVERRIDES, *extra]}
+    merged = {o.split("=", 1)[0]: o for o in [*base, *extra]}
     args = ["--multirun", f"+ablation={grid}", *merged.values(), *_arm_override(arms)]
     return "OMP_NUM_THREADS=1 python -m workbench.train " + " ".join(map(shlex.quote, args))
+
+
+def archive_runs(sweep_dir: str | Path, dest: str | Path) -> int:
+    """Copy each finished run's KEPT files (and the sweep's summary.*) from `sweep_dir` into `dest`, run dir by run
+    dir, so a study's numbers are committed without its checkpoints; returns the runs copied. A run without a
+    results.json (still training, or killed) is skipped: a relaunch of the grid finishes it."""
+    sweep_dir, dest = Path(sweep_dir), Path(dest)
+    copied = 0
+    for results in sorted(sweep_dir.glob("*/results.json")):
+        run = dest / results.parent.name
+        run.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (results.parent / name).is_file():
+                shutil.copy2(results.parent / name, run / name)
+        copied += 1
+    for summary in sweep_dir.glob("summary.*"):
+        shutil.copy2(summary, dest / summary.name)
+    return copied
 
 
 def train_cli(args: Sequence[str], timeout_s: float | None = None) -> None:
@@ -136,11 +161,14 @@ def with_ppl(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_grid(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """analysis.report.summarize of val_loss per arm (with the grid's ablation.margin and ablation.control), plus the
-    same statistics of val perplexity (ppl_*), at the learning rates picked for the loss."""
+    """analysis.report.summarize of val_loss per arm (with the grid's ablation.margin, and its ablation.control where
+    that arm was run), plus the same statistics of val perplexity (ppl_*), at the learning rates picked for the loss."""
     runs = with_ppl(runs)
     selection = selection_metric(runs, "val_loss")
-    loss = summarize(runs, baseline, "val_loss", **margin_and_control(runs), selection=selection)
+    keys = margin_and_control(runs)
+    if keys["control"] not in set(runs[ARM]):
+        keys["control"] = None  # a notebook's quick subset of the arms without the control: no sensitivity to say
+    loss = summarize(runs, baseline, "val_loss", **keys, selection=selection)
     ppl = summarize(runs, baseline, "val_ppl", selection=selection)
     cols = ["mean", "ci_lo", "ci_hi", "delta", "delta_lo", "delta_hi", "p_value"]
     return loss.join(ppl[cols].add_prefix("ppl_"))

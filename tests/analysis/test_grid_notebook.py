@@ -21,7 +21,9 @@ ARMS = ["pre", "sandwich"]
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> gn.GridResult:
-    return gn.run_or_load_grid("norm_placement", quick=True, multirun_dir=tmp_path_factory.mktemp("np"), arms=ARMS)
+    return gn.run_or_load_grid(
+        "norm_placement", quick=True, multirun_dir=tmp_path_factory.mktemp("np"), arms=ARMS, extra=["optim.lr=3e-3"]
+    )  # one of the grid's rates: one run per arm and seed
 
 
 def _results(sweep: Path) -> dict[tuple[str, int], dict]:
@@ -95,6 +97,27 @@ def test_full_command_composes_to_the_full_study(grid):
     assert (cfg.model.d_model, cfg.model.n_layers, cfg.data.seq_len, cfg.trainer.max_steps) == (128, 8, 128, 300)
 
 
+def test_the_study_command_composes_to_experiment_study_cpu():
+    args = shlex.split(gn.full_command("norm_placement", base=gn.STUDY_OVERRIDES))
+    assert "hydra/launcher=joblib" in args and "model=tiny" not in args
+    cfg = compose_cfg([a for a in args[4:] if a not in ("--multirun", "hydra/launcher=joblib")], None)
+    assert (cfg.model.n_layers, cfg.data.seq_len, cfg.trainer.max_steps) == (4, 128, 120)
+    assert list(cfg.ablation.lrs) == [1e-3, 3e-3, 1e-2] and cfg.ablation.control == "pre_half"
+
+
+def test_archive_runs_keeps_results_configs_and_curves_not_checkpoints(quick, tmp_path):
+    dest = tmp_path / "archive"
+    (quick.source / "unfinished_s9_0123456789").mkdir()  # a run still training: no results.json yet
+    assert gn.archive_runs(quick.source, dest) == len(quick.runs)
+    kept = {p.relative_to(dest).parts[-1] for p in dest.rglob("*") if p.is_file()}
+    assert kept == set(gn.KEPT) and not (dest / "unfinished_s9_0123456789").exists()
+    again = gn.load_grid(dest)
+    assert sorted(again["run_id"] if "run_id" in again else again["run_dir"].map(lambda d: Path(d).name)) == sorted(
+        quick.runs["run_dir"].map(lambda d: Path(d).name)
+    )
+    pd.testing.assert_frame_equal(gn.summarize_grid(again, quick.baseline), quick.summary)
+
+
 def test_summary_and_table_of_a_hand_made_store_match_scipy():
     loss = {("a", 0): 2.0, ("a", 1): 2.2, ("a", 2): 2.1, ("b", 0): 2.1, ("b", 1): 2.4, ("b", 2): 2.2, ("c", 5): 3.0}
     rows = [{"ablation.arm": arm, "seed": seed, "status": "completed", "val_loss": v, "kv_cache_bytes": 1024,
@@ -145,6 +168,6 @@ def test_grid_arms_are_the_arms_and_the_product_of_the_factors():
     ladder = gn.grid_arms("scaling_ladder")
     assert len(ladder) == 27 and ladder[:3] == ["d8l2_c1", "d8l2_c2", "d8l2_c3"] and ladder[-1] == "d80l4_c3"
     assert gn.grid_arms("teacher_gap")[:2] == ["none_short", "none_long"]
-    assert gn.grid_arms("norm_placement") == ["pre", "post", "sandwich"]
+    assert gn.grid_arms("norm_placement") == ["pre", "post", "sandwich", "sandwich_scaled", "pre_half"]
     with pytest.raises(ValueError, match=r"arms: got \['d8l2_c9'\] for grid 'scaling_ladder'; allowed: d8l2_c1, "):
         gn.full_command("scaling_ladder", ["d8l2_c9"])

@@ -104,6 +104,25 @@ def test_gemma_norm_starts_at_identity_scale():
     assert torch.all(model.blocks[0].attn_pre_norm.weight == 1)
 
 
+@pytest.mark.parametrize("norm", ["gemma_rmsnorm", "rmsnorm", "layernorm"])
+def test_post_norm_init_sets_the_post_norms_output_rms_and_leaves_the_rest(norm):
+    """A post-norm's output has RMS = its gain: post_norm_init g makes every sandwich branch start at RMS g, pre-norms
+    and the weights stay as without it (same seed, same draws)."""
+    torch.manual_seed(0)
+    plain = build_model(small_cfg(norm=norm))
+    torch.manual_seed(0)
+    scaled = build_model(small_cfg(norm=norm, post_norm_init=0.25))
+    x = torch.randn(2, 5, scaled.cfg.d_model) * 3
+    for block in scaled.blocks:
+        for name in ("attn_post_norm", "mlp_post_norm"):
+            rms = getattr(block, name)(x).pow(2).mean(-1).sqrt()
+            torch.testing.assert_close(rms, torch.full_like(rms, 0.25), rtol=1e-3, atol=1e-3)
+    a, b = plain.state_dict(), scaled.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "post_norm" not in k)
+    with pytest.raises(ValueError, match="post_norm_init"):
+        small_cfg(post_norm_init=0.0)
+
+
 def test_same_seed_same_weights():
     torch.manual_seed(5)
     a = build_model(small_cfg()).state_dict()
