@@ -33,7 +33,7 @@ def _results(sweep_dir):
 def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
     sweep = tmp_path / "lgr"
     out = run_cli(["--multirun", "+ablation=local_global_ratio", "ablation.quick=true", "hydra/launcher=joblib",
-                   f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+                   "optim.lr=3e-3", f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     results = _results(sweep)
     assert len(results) == 6 * 2 and all(r["status"] == "completed" for r in results.values())
@@ -49,7 +49,8 @@ def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
         assert (sweep / f"{name}.png").stat().st_size > 0
     # MFU's FLOPs are the dry run's for every arm (at quick mode's 64 tokens the window spans the sequence, so the
     # arms' counts coincide here; tests/workbench/test_accounting.py separates them at the grid_cpu shape)
-    plans = planned_jobs(["+ablation=local_global_ratio", "ablation.quick=true", f"hydra.sweep.dir={sweep}"], True)
+    plans = planned_jobs(["+ablation=local_global_ratio", "ablation.quick=true", "optim.lr=3e-3",
+                          f"hydra.sweep.dir={sweep}"], True)  # fmt: skip
     dry = {p[-1].run_dir.name: job_cost(p[-1]).flops_per_token for p in plans}
     for name, r in results.items():
         per_token = r["flops_per_batch"] / (4 * 64)  # quick mode's batch of 4 x 64 tokens, one rank
