@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def build_data(cfg: Mapping[str, Any], seed: int) -> DataBundle:
     return with_passkey_rows(_text_bundle(cfg, seed, docs), *mix_settings(cfg), seed)
 
 
-def _text_bundle(cfg: Mapping[str, Any], seed: int, docs: list[Document]) -> DataBundle:
+def _text_bundle(cfg: Mapping[str, Any], seed: int, docs: Sequence[Document]) -> DataBundle:
     if cfg["source"] == "hf":
         from workbench.data.hf import LocalTokenizer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def hash_fraction(name: str) -> float:
 
 
 def split(
-    docs: list[Document], val_fraction: float, selection_fraction: float
+    docs: Sequence[Document], val_fraction: float, selection_fraction: float
 ) -> tuple[list[Document], list[Document], list[Document]]:
     """(train, val, selection) by `hash_fraction`: val is [0, val_fraction), as before the selection split existed;
     selection is the next `selection_fraction` of the hash space, taken from train's range. Carving it out of val
@@ -59,7 +60,7 @@ def read_files(path: Path, pattern: str, exclude: frozenset[str] = frozenset()) 
             for p in list_files(path, pattern, exclude)]  # fmt: skip
 
 
-def content_hash(docs: list[Document]) -> str:
+def content_hash(docs: Sequence[Document]) -> str:
     h = hashlib.sha256()
     for d in docs:
         h.update(d.name.encode() + b"\0" + hashlib.sha256(d.data).digest())

@@ -19,6 +19,7 @@ from workbench.model import Transformer, build_model
 from workbench.training.results import CONFIG_FILE
 
 CHECKPOINTS = "checkpoints"
+LAST = Path(CHECKPOINTS, "last.ckpt")  # in a run dir
 MODEL_CONFIG_KEY = "model_config"  # LMModule.on_save_checkpoint stores ModelConfig.to_dict() here
 _PREFIXES = ("model._orig_mod.", "model.")  # LMModule's attribute, with torch.compile's wrapper when compiled
 
@@ -27,7 +28,7 @@ def checkpoint_file(path: str | Path) -> Path:
     """A checkpoint file as is; a run dir: its checkpoints/last.ckpt."""
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINTS / "last.ckpt"
+        path = path / LAST
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: {path} does not exist (give a .ckpt file or a run dir that has one)")
     return path

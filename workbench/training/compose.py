@@ -125,7 +125,8 @@ def compose_job(overrides: list[str]) -> tuple[DictConfig, DictConfig]:
 
 def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
     """Each job's plan (dependencies first), every job of every plan validated: the first error is raised."""
-    plans, seen = [], set()
+    plans: list[list[Job]] = []
+    seen: set[Path] = set()
     for lines in job_overrides(overrides, multirun):
         raw, hydra_node = compose_job(lines)
         cfg = resolve_arm(raw)
@@ -134,15 +135,21 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
         else:
             run_dir = Path(hydra_node.run.dir)
             check_writable("hydra.run.dir", run_dir)
-        _validate(Job("run", cfg, run_dir))  # first: planning reads the distill and init_from keys
-        seen.add(run_dir)
-        jobs = plan(cfg, run_dir)
-        for job in jobs:
-            if job.run_dir not in seen:
-                seen.add(job.run_dir)
-                _validate(job)
-        plans.append(jobs)
+        plans.append(validated_plan(cfg, run_dir, seen))
     return plans
+
+
+def validated_plan(cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None) -> list[Job]:
+    """`plan(cfg, run_dir)` for a config with its arm applied, the run and each dependency not in `seen` validated."""
+    seen = set() if seen is None else seen
+    _validate(Job("run", cfg, run_dir))  # first: planning reads the distill and init_from keys
+    seen.add(run_dir)
+    jobs = plan(cfg, run_dir)
+    for job in jobs:
+        if job.run_dir not in seen:
+            seen.add(job.run_dir)
+            _validate(job)
+    return jobs
 
 
 def _validate(job: Job) -> None:

@@ -30,8 +30,8 @@ from workbench.distill import (
     topk_targets,
 )
 from workbench.training.checkpoints import checkpoint_file, load_model_from_checkpoint
+from workbench.training.schema import HF_PREFIX
 
-HF_PREFIX = "hf:"
 TARGETS_BATCH = 8  # rows per teacher call when precomputing targets (part of the cache's fingerprint)
 
 
@@ -43,15 +43,6 @@ def load_teacher(spec: str | Path) -> nn.Module:
     else:
         teacher = load_model_from_checkpoint(checkpoint_file(spec))
     return teacher.eval().requires_grad_(False)
-
-
-def teacher_vocab_size(teacher: nn.Module) -> int:
-    if isinstance(teacher, HFTeacher):
-        return teacher.model.get_output_embeddings().weight.shape[0]
-    return teacher.cfg.vocab_size
-
-
-# --- the loss -------------------------------------------------------------------------------------------------
 
 
 class Distiller:
@@ -132,13 +123,12 @@ def build_distiller(
     if d.kind == "none":
         return None
     teacher = load_teacher(spec)
-    if (vocab := teacher_vocab_size(teacher)) != model_cfg.vocab_size:
+    head = teacher.model.get_output_embeddings() if isinstance(teacher, HFTeacher) else None
+    if (vocab := teacher.cfg.vocab_size if head is None else head.weight.shape[0]) != model_cfg.vocab_size:
         raise ValueError(
             f"distill.teacher: {spec} has vocab_size {vocab}, the student's model.vocab_size is "
             f"{model_cfg.vocab_size}; teacher and student must share the tokenizer"
         )
-    if d.kind == "topk" and d.k > vocab:
-        raise ValueError(f"distill.k: got {d.k} with distill.kind 'topk'; allowed: at most the vocabulary, {vocab}")
     cached = None
     if d.cache:
         n_batches = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches

@@ -1,10 +1,6 @@
-"""`dry_run=true`: what a plan costs, job by job (dependencies included), before anything trains.
-
-Prices come from the model's own accounting (parameters, training FLOPs per token over attended pairs, KV bytes)
-and a throughput model: the training FLOP/s this machine achieves on a reference step (the `tiny` preset, one
-optimiser step of 4 x 128 tokens), measured once per machine, thread count, device and precision and kept in
-`<cache>/throughput.json`. A job's time is its FLOPs over that rate: a rough figure (small models reach a lower
-rate than the reference, large ones a higher), and the table says how it was made.
+"""`dry_run=true`: what a plan costs, job by job (dependencies included), before anything trains: the accounting's
+parameters, training FLOPs per token and KV bytes, and a time at the training FLOP/s of one `REFERENCE` step measured
+once per machine, thread count, device and precision (cached in `CACHE`); README, "Dry runs", says how rough it is.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from workbench.training.schema import allowed_words
@@ -19,12 +19,9 @@ def one_paragraph(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _omegaconf_cause(e: BaseException) -> OmegaConfBaseException | None:
-    while e is not None:
-        if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+def got(key: str, value: object, allowed: str) -> ConfigError:
+    kind = "" if value is None else f" ({type(value).__name__})"
+    return ConfigError(f"{key}: got {value!r}{kind}; allowed: {allowed}")
 
 
 def from_omegaconf(e: OmegaConfBaseException) -> ConfigError:
@@ -43,17 +40,21 @@ def from_omegaconf(e: OmegaConfBaseException) -> ConfigError:
     allowed = allowed_words(e.object_type, field) or one_paragraph(e.msg)
     if isinstance(e, MissingMandatoryValue):
         return ConfigError(f"{key}: missing (no value set); allowed: {allowed}")
-    kind = "" if value is None else f" ({type(value).__name__})"
-    return ConfigError(f"{key}: got {value!r}{kind}; allowed: {allowed}")
+    return got(key, value, allowed)
 
 
-def from_composition(e: HydraException | OmegaConfBaseException) -> ConfigError:
-    """A composition failure: an unknown group option, a bad key or value (with its OmegaConf cause), bad syntax."""
+def from_composition(e: BaseException) -> ConfigError:
+    """A composition or resolution failure: a `ConfigError` raised inside a resolver as is; an unknown group option;
+    a bad key or value (its OmegaConf cause, in words); else the error's text."""
     if isinstance(e, MissingConfigException) and e.options is not None and e.missing_cfg_file:
         group, _, chosen = e.missing_cfg_file.rpartition("/")
         public = ", ".join(o for o in e.options if not o.startswith("_"))
         return ConfigError(f"{group}: got {chosen!r}; allowed: {public}")
-    cause = _omegaconf_cause(e)
-    if cause is not None:
-        return from_omegaconf(cause)
-    return ConfigError(one_paragraph(str(e)))
+    cause, keyed = e, None
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            return cause
+        if keyed is None and isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            keyed = cause
+        cause = cause.__cause__ or cause.__context__
+    return from_omegaconf(keyed) if keyed is not None else ConfigError(one_paragraph(str(e)))

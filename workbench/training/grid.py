@@ -26,6 +26,7 @@ from workbench.accounting import training_flops
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError
+from workbench.training.precision import resolve_precision
 from workbench.training.schema import DATA_SOURCES, ModelSchema, TrainConfig, model_node
 
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
@@ -107,11 +108,6 @@ def resolve_arm(cfg: DictConfig) -> DictConfig:
     return out
 
 
-def seeds(cfg: DictConfig) -> list[int]:
-    a = cfg.ablation
-    return list(a.quick_seeds if a.quick else a.seeds)
-
-
 # --- identity ----------------------------------------------------------------------------------------------------
 def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config as plain Python values (choices as their names)."""
@@ -131,16 +127,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @cache
-def _schema_defaults(source: str) -> dict[str, Any]:
+def schema_defaults(source: str) -> dict[str, Any]:
+    """The flattened schema defaults for a run on data source `source` (the model: `ModelConfig`'s defaults)."""
     base = OmegaConf.structured(TrainConfig)
     base.model = OmegaConf.structured(ModelSchema)
     base.data = OmegaConf.structured(DATA_SOURCES.get(source, DATA_SOURCES["stdlib"]))
     return flatten(plain(base))
-
-
-def schema_defaults(source: str) -> dict[str, Any]:
-    """The flattened schema defaults for a run on data source `source` (the model: `ModelConfig`'s defaults)."""
-    return dict(_schema_defaults(source))
 
 
 def identity(resolved: Mapping[str, Any], computed_precision: str | None = None) -> dict[str, Any]:
@@ -149,7 +141,7 @@ def identity(resolved: Mapping[str, Any], computed_precision: str | None = None)
     flat = flatten(resolved)
     if computed_precision is not None and flat.get("trainer.precision") == "auto":
         flat["trainer.precision"] = computed_precision
-    defaults = schema_defaults(str(flat.get("data.source")))
+    defaults = dict(schema_defaults(str(flat.get("data.source"))))
     if computed_precision is not None:
         defaults["trainer.precision"] = computed_precision
     kept = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in NOT_IDENTITY)}
@@ -158,8 +150,6 @@ def identity(resolved: Mapping[str, Any], computed_precision: str | None = None)
 
 def run_id(cfg: DictConfig | Mapping[str, Any], arm: str | None = None, seed: int | None = None) -> str:
     """`<arm>_s<seed>_<10 hex digits>`: readable, and equal only for the same arm, seed and computed config."""
-    from workbench.training.precision import resolve_precision
-
     if isinstance(cfg, DictConfig):
         arm, seed = cfg.ablation.arm, cfg.seed
         cfg = plain(resolve_arm(cfg))
@@ -173,10 +163,6 @@ def run_id(cfg: DictConfig | Mapping[str, Any], arm: str | None = None, seed: in
 # --- resolvers ---------------------------------------------------------------------------------------------------
 def _run_id_resolver(*, _root_: DictConfig) -> str:
     return run_id(OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]))
-
-
-def _if(cond: Any, then: Any, otherwise: Any) -> Any:
-    return then if cond else otherwise
 
 
 def iso_flop_steps(flops: float, model: ModelConfig, batch_size: int, seq_len: int) -> int:
@@ -197,7 +183,7 @@ def register_resolvers() -> None:
     """`wb_*` resolvers used by conf/train.yaml and the grids (sweep values, dir names, window sizes, steps)."""
     resolvers = {
         "wb_run_id": _run_id_resolver,
-        "wb_if": _if,
+        "wb_if": lambda cond, then, otherwise: then if cond else otherwise,
         "wb_join": lambda xs: ",".join(str(x) for x in xs),
         "wb_arms": lambda arms, factors: ",".join(arm_table({"arms": arms, "factors": factors})),
         "wb_div": lambda a, b: int(a) // int(b),

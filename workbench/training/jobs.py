@@ -19,13 +19,12 @@ import torch
 from filelock import FileLock
 from omegaconf import DictConfig
 
+from workbench.training.checkpoints import LAST
+from workbench.training.compose import validated_plan
 from workbench.training.grid import resolve_arm
-from workbench.training.plan import Job, plan
+from workbench.training.plan import Job
 from workbench.training.results import RESULTS_FILE, write_json_atomic
 from workbench.training.run import run
-from workbench.training.validate import validate
-
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 
 class DependencyError(RuntimeError):
@@ -50,12 +49,7 @@ def threads_per_job(threads: int | None, launcher: DictConfig | None) -> int | N
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Plan `cfg` (its arm applied), validate every job before any run dir exists, then execute; raises on failure."""
-    cfg = resolve_arm(cfg)
-    validate(cfg)  # first: planning reads the distill and init_from keys
-    jobs = plan(cfg, run_dir)
-    for job in jobs[:-1]:
-        validate(job.cfg)
-    return execute(jobs, isolate=False)
+    return execute(validated_plan(resolve_arm(cfg), Path(run_dir)), isolate=False)
 
 
 def execute(jobs: list[Job], isolate: bool) -> dict[str, Any]:
@@ -81,12 +75,12 @@ def run_job(job: Job) -> dict[str, Any]:
     if prior and prior.get("status") == "completed":
         print(f"skip {job.run_dir.name}: completed (val loss {prior['val_loss']:.4f})")
         return prior
-    killed = prior is None and (job.run_dir / LAST_CKPT).is_file()  # failed jobs start over
+    killed = prior is None and (job.run_dir / LAST).is_file()  # failed jobs start over
     (job.run_dir / RESULTS_FILE).unlink(missing_ok=True)
     cfg = job.cfg.copy()
     cfg.resume = killed
     if killed:
-        print(f"resume {job.run_dir.name} from {job.run_dir / LAST_CKPT}")
+        print(f"resume {job.run_dir.name} from {job.run_dir / LAST}")
     start = time.perf_counter()
     try:
         return run(cfg, job.run_dir, job.inputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -17,11 +17,9 @@ from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.model import build_model
 from workbench.training.checkpoints import MODEL_CONFIG_KEY
+from workbench.training.distillation import Distiller
 from workbench.training.optim import build_optimizer
 from workbench.training.strategy import fully_shard_model, total_grad_norm
-
-if TYPE_CHECKING:
-    from workbench.training.distillation import Distiller
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,15 +1,23 @@
 """One training run from a validated config and its plan's inputs: build data and model, fit, leave results in the
-run dir. It trains nothing but its own model (a teacher or a first stage is a job of the plan: `training.plan`)."""
+run dir. It trains nothing but its own model (a teacher or a first stage is a job of the plan: `training.plan`).
+Its loggers: a CSV of every metric always (`metrics.csv` in the run dir), plus W&B unless `logger=none`/`csv`."""
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 import traceback
+import warnings
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, ThroughputMonitor
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,17 +27,15 @@ from workbench.data import DataBundle, build_data
 from workbench.data.datamodule import BundleDataModule
 from workbench.long_context import evaluate
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
-from workbench.training.checkpoints import CHECKPOINTS, checkpoint_file, load_weights
+from workbench.training.checkpoints import CHECKPOINTS, LAST, checkpoint_file, load_weights
 from workbench.training.distillation import build_distiller
 from workbench.training.evaluate import mean_loss
-from workbench.training.loggers import build_loggers, finish_wandb, wandb_location
 from workbench.training.module import LMModule
 from workbench.training.plan import distill_cache_dir
 from workbench.training.precision import device_type, resolve_precision
 from workbench.training.results import CONFIG_FILE, RESULTS_FILE, environment, git_state, write_json_atomic
 from workbench.training.stability import StabilityMonitor
 from workbench.training.strategy import build_strategy, check_launch
-from workbench.training.throughput import TokenThroughput
 
 
 def run(cfg: DictConfig, run_dir: str | Path, inputs: dict[str, str] | None = None) -> dict[str, Any]:
@@ -73,11 +79,9 @@ def resume_checkpoint(resume: bool | str | None, run_dir: Path) -> tuple[str, in
     if resume in (None, False):
         return None, None
     if resume is True:
-        found = newest_sound_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
+        found = newest_sound_checkpoint(run_dir / LAST)
         return (str(found[0]), found[1]) if found else (None, None)
-    if not Path(resume).is_file():
-        raise FileNotFoundError(f"resume: checkpoint {resume} does not exist")
-    return str(resume), checkpoint_step(resume)
+    return str(resume), checkpoint_step(resume)  # a path: checked by the schema (`resume`)
 
 
 def _fit(
@@ -125,19 +129,13 @@ def _fit(
     # the last validation is stale, or (resumed from the final checkpoint) never ran here: score the final weights
     if trainer.global_step % t.val_check_interval or "val/loss" not in trainer.callback_metrics:
         trainer.validate(module, datamodule=dm, verbose=False)
+    lc = cfg.long_context  # loss by position bucket and passkey accuracy vs distance of the final weights
     return {**_summary(trainer, module, bundle, throughput, loggers, x.numel()),
             "selection_loss": mean_loss(module.model, bundle.selection, bundle.token_bytes)["loss"],
-            "init_from": str(init) if init else None, **_long_context(cfg.long_context, module, bundle),
+            "init_from": str(init) if init else None,
+            **({"long_context": evaluate(module.model, bundle.val, lc.buckets, list(lc.passkey_distances),
+                                         lc.passkey_samples, lc.passkey_digits)} if lc.buckets else {}),
             "teacher": distiller.source if distiller else None}  # fmt: skip
-
-
-def _long_context(lc: DictConfig, module: LMModule, bundle: DataBundle) -> dict[str, Any]:
-    """Loss by position bucket and passkey accuracy vs distance of the final weights, when `lc.buckets` > 0."""
-    if not lc.buckets:
-        return {}
-    result = evaluate(module.model, bundle.val, lc.buckets, list(lc.passkey_distances), lc.passkey_samples,
-                      lc.passkey_digits)  # fmt: skip
-    return {"long_context": result}
 
 
 def _summary(
@@ -161,3 +159,108 @@ def _summary(
 
 def _path(trainer: L.Trainer, attr: str) -> str | None:
     return getattr(trainer.checkpoint_callback, attr) or None
+
+
+# --- loggers ---------------------------------------------------------------------------------------------------
+def csv_logger(run_dir: Path, resume_step: int | None) -> CSVLogger:
+    """Lightning deletes an existing metrics.csv; on resume, put back the rows logged before the checkpoint."""
+    path = run_dir / "metrics.csv"
+    kept: list[dict[str, str]] = []
+    header: list[str] = []
+    if resume_step is not None and path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            # a row's step counts the batches stepped before it: rows at resume_step and later come again
+            kept = [row for row in reader if row.get("step") and int(float(row["step"])) < resume_step]
+    logger = CSVLogger(save_dir=run_dir, name="", version="")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        writer = logger.experiment  # created now: this is where the old file is removed
+    if kept:
+        with path.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(kept)
+        writer.metrics_keys = header
+    return logger
+
+
+def _previous_wandb_id(run_dir: Path) -> str | None:
+    latest = run_dir / "wandb" / "latest-run"
+    return latest.resolve().name.rsplit("-", 1)[-1] if latest.exists() else None
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume_step: int | None) -> list[Logger]:
+    loggers: list[Logger] = [csv_logger(run_dir, resume_step)]
+    if cfg["kind"] == "wandb":
+        finish_wandb()  # a grid worker's previous job, if it ended without: Lightning would log into its run
+        run_id = _previous_wandb_id(run_dir) if resume_step is not None else None
+        wandb = WandbLogger(
+            project=cfg["project"], group=cfg["group"], job_type=cfg["job_type"], name=cfg["name"] or run_dir.name,
+            tags=list(cfg["tags"]), save_dir=str(run_dir), offline=not os.environ.get("WANDB_API_KEY"),
+            config=config, id=run_id, resume="allow" if run_id else None,
+        )  # fmt: skip
+        loggers.append(wandb)
+    return loggers
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """End this process's W&B run, if any: Lightning's WandbLogger never does, so the run's log stays open and a
+    later run in the same process (a grid worker's next job) would log into it."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def wandb_location(loggers: list[Logger]) -> str | None:
+    """The offline run folder (sync it with `wandb sync <folder>`) or the online URL."""
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            run = lg.experiment
+            return run.url or str(Path(run.dir).parent)
+    return None
+
+
+# --- tokens/s and MFU: Lightning's ThroughputMonitor, with a peak-FLOPs figure for CPUs Lightning lacks ------------
+@cache
+def measured_matmul_flops(dtype: torch.dtype, threads: int, size: int = 1024, seconds: float = 0.5) -> float:
+    """Dense matmul FLOP/s achieved on this CPU at `threads` torch threads: the denominator of MFU where no datasheet
+    peak is known. Measured once per process and setting (0.5 s): a grid's jobs in one worker share the machine."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm up
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / elapsed
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Logs train/device/items_per_sec (tokens/s) and train/device/mfu. `peak_flops` None: Lightning's datasheet
+    table, and where it has none (CPUs), a measured matmul rate."""
+
+    def __init__(self, window_size: int, peak_flops: float | None = None) -> None:
+        size, tokens = (lambda b: b[0].shape[0]), (lambda b: b[0].numel())
+        super().__init__(batch_size_fn=size, length_fn=tokens, window_size=window_size)
+        self.peak_flops = peak_flops
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._module = pl_module
+        if self.available_flops is None:
+            dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
+            self.available_flops = self.peak_flops or measured_matmul_flops(dtype, torch.get_num_threads())
+            for throughput in self._throughputs.values():
+                throughput.available_flops = self.available_flops
+
+    def latest(self) -> dict[str, float]:
+        """Cumulative training time, batches and tokens since (re)start, and the last window's rates and MFU."""
+        throughput = self._throughputs.get(RunningStage.TRAINING)
+        # no step since (re)start: a run resumed from its final checkpoint has nothing to measure
+        out = {} if throughput is None or not throughput._time else throughput.compute()
+        if "mfu" not in out and out.get("time") and self.available_flops:  # window not yet full: whole-run average
+            flops = getattr(self._module, "flops_per_batch", None)
+            out["mfu"] = flops * out["batches"] / out["time"] / self.available_flops if flops else None
+        return out

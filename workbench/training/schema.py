@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -39,16 +40,14 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def integer(default: Any, lo: int) -> Any:
-    return ranged(default, f"an integer >= {lo}", lambda v: v >= lo)
+def integer(default: Any, lo: int, null: bool = False) -> Any:
+    return ranged(default, f"{'null or ' * null}an integer >= {lo}", lambda v: (null and v is None) or v >= lo)
 
 
-def optional_integer(default: Any, lo: int) -> Any:
-    return ranged(default, f"null or an integer >= {lo}", lambda v: v is None or v >= lo)
-
-
-def positive(default: Any) -> Any:
-    return ranged(default, "a finite number > 0", lambda v: _finite(v) and v > 0)
+def number(default: Any, *, above: bool = False, null: bool = False) -> Any:
+    """A finite number >= 0 (> 0 when `above`), or null when `null`."""
+    words = f"{'null or ' * null}a finite number {'>' if above else '>='} 0"
+    return ranged(default, words, lambda v: (null and v is None) or (_finite(v) and (v > 0 if above else v >= 0)))
 
 
 def unit(default: Any, *, open_lo: bool = False, open_hi: bool = False) -> Any:
@@ -61,32 +60,11 @@ def text(default: Any) -> Any:
     return ranged(default, "a non-empty string", lambda v: v is None or v != "")
 
 
-class Schedule(StrEnum):
-    cosine = "cosine"
-    wsd = "wsd"
-    constant = "constant"
-
-
-class LoggerKind(StrEnum):
-    wandb = "wandb"
-    csv = "csv"
-    none = "none"
-
-
-class DistillKind(StrEnum):
-    none = "none"
-    sampled = "sampled"
-    topk = "topk"
-    full = "full"
-
-
-class Accelerator(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    gpu = "gpu"
-    cuda = "cuda"
-    mps = "mps"
-    tpu = "tpu"
+# the choices of the fields OmegaConf checks by name (a wrong one is an error that lists these)
+Schedule = StrEnum("Schedule", "cosine wsd constant", module=__name__)
+LoggerKind = StrEnum("LoggerKind", "wandb csv none", module=__name__)
+DistillKind = StrEnum("DistillKind", "none sampled topk full", module=__name__)
+Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name__)
 
 
 # Lightning's `precision` values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR) and `auto`:
@@ -94,6 +72,7 @@ class Accelerator(StrEnum):
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")  # fmt: skip
 STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed_zero3")  # ours; any name in Lightning's registry passes too
+HF_PREFIX = "hf:"  # distill.teacher: hf:<dir> for a `transformers` causal LM
 
 
 # --- model -------------------------------------------------------------------------------------------------------
@@ -140,12 +119,12 @@ class DataConfig:
 class CorpusData(DataConfig):
     """A text corpus as byte (or tokenizer) ids, split by documents, cached as memmaps."""
 
-    seq_len: int = ranged(II("model.max_seq_len"), "an integer >= 1", lambda v: v >= 1)
+    seq_len: int = integer(II("model.max_seq_len"), 1)
     val_fraction: float = unit(0.02, open_lo=True, open_hi=True)  # of documents, chosen by a hash of their path
     val_tokens: int = integer(65536, 1)  # fixed validation budget, the same for every arm
     # the selection split (choices made from data, e.g. each arm's best lr): documents apart from train and val
     selection_fraction: float | None = None  # null: data.val_fraction (checked by workbench.data.build)
-    selection_tokens: int | None = optional_integer(None, 1)  # null: data.val_tokens
+    selection_tokens: int | None = integer(None, 1, null=True)  # null: data.val_tokens
     cache_dir: str = text(".cache/workbench/tokens")
     passkey_mix: float = unit(0.0, open_hi=True)  # share of each training batch's rows that are passkey rows
     passkey_digits: int = integer(5, 1)  # digits per passkey, as long_context.passkey_digits
@@ -196,7 +175,7 @@ class MqarData(DataConfig):
     num_keys: int = integer(64, 1)
     num_values: int = integer(64, 1)
     val_batches: int = integer(8, 1)
-    selection_batches: int | None = optional_integer(None, 1)  # null: data.val_batches
+    selection_batches: int | None = integer(None, 1, null=True)  # null: data.val_batches
 
 
 @dataclass
@@ -204,11 +183,11 @@ class PasskeyData(DataConfig):
     """Passkey retrieval: the digits must be copied across `distance` filler tokens. Chance = 0.1 per digit."""
 
     source: str = "passkey"
-    seq_len: int = ranged(II("model.max_seq_len"), "an integer >= 1", lambda v: v >= 1)
+    seq_len: int = integer(II("model.max_seq_len"), 1)
     distance: int = integer(128, 0)
     num_digits: int = integer(5, 1)
     val_batches: int = integer(8, 1)
-    selection_batches: int | None = optional_integer(None, 1)  # null: data.val_batches
+    selection_batches: int | None = integer(None, 1, null=True)  # null: data.val_batches
 
 
 DATA_SOURCES: dict[str, type[DataConfig]] = {
@@ -221,14 +200,14 @@ DATA_SOURCES: dict[str, type[DataConfig]] = {
 class OptimConfig:
     """AdamW (no decay on norms, biases, embeddings); linear warmup, then cosine, wsd or constant."""
 
-    lr: float = positive(3.0e-3)
+    lr: float = number(3.0e-3, above=True)
     betas: list[float] = ranged([0.9, 0.95], "two numbers in [0, 1), e.g. [0.9, 0.95]",  # noqa: RUF009 (a field)
                                 lambda v: len(v) == 2 and all(0 <= b < 1 for b in v))  # fmt: skip
-    eps: float = positive(1.0e-8)
-    weight_decay: float = ranged(0.1, "a finite number >= 0", lambda v: _finite(v) and v >= 0)
+    eps: float = number(1.0e-8, above=True)
+    weight_decay: float = number(0.1)
     schedule: Schedule = Schedule.cosine
     warmup_steps: int = integer(50, 0)
-    total_steps: int = ranged(II("trainer.max_steps"), "an integer >= 1", lambda v: v >= 1)  # the schedule's horizon
+    total_steps: int = integer(II("trainer.max_steps"), 1)  # the schedule's horizon
     min_lr_ratio: float = unit(0.1)
     decay_fraction: float = unit(0.2)  # wsd: the final fraction of total_steps spent decaying linearly
 
@@ -244,13 +223,11 @@ class TrainerConfig:
     precision: str = ranged("auto", ", ".join(PRECISIONS), lambda v: v in PRECISIONS)
     max_steps: int = integer(1000, 1)
     accumulate_grad_batches: int = integer(1, 1)
-    gradient_clip_val: float | None = ranged(1.0, "null or a finite number >= 0",
-                                            lambda v: v is None or (_finite(v) and v >= 0))  # fmt: skip
+    gradient_clip_val: float | None = number(1.0, null=True)
     val_check_interval: int = integer(200, 1)  # validate (and checkpoint) every this many optimiser steps
     log_every_n_steps: int = integer(10, 1)
     throughput_window: int = integer(20, 1)
-    peak_flops: float | None = ranged(None, "null or a finite number > 0",
-                                      lambda v: v is None or (_finite(v) and v > 0))  # fmt: skip
+    peak_flops: float | None = number(None, above=True, null=True)
     compile: bool = False
     progress_bar: bool = True
     monitor_every: int = integer(10, 0)  # stability monitors every this many steps; 0: off
@@ -307,7 +284,7 @@ class AblationConfig:
     control: str | None = None  # an arm that must come out `worse` if the design can see the factor
     factor: str | None = None
     metric: str = text("val_loss")
-    margin: float | None = ranged(None, "null or a finite number >= 0", lambda v: v is None or (_finite(v) and v >= 0))
+    margin: float | None = number(None, null=True)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
     arms: dict[str, Any] = field(default_factory=dict)
@@ -341,18 +318,16 @@ class TrainConfig:
     ablation: AblationConfig = field(default_factory=AblationConfig)
     seed: int = integer(0, 0)
     # true: continue from <run dir>/checkpoints/last.ckpt (fresh start if none); or a checkpoint path
-    resume: Any = ranged(False, RESUME, lambda v: isinstance(v, bool | str) or v is None)  # noqa: RUF009
+    resume: Any = ranged(False, RESUME, lambda v: v is None or isinstance(v, bool)  # noqa: RUF009
+                         or (isinstance(v, str) and Path(v).expanduser().is_file()))  # fmt: skip
     kv_reference_context: int = integer(32768, 1)  # context at which results.json reports KV-cache bytes
     dry_run: bool = False  # true: price the plan (every job, dependencies included) and exit without training
-    threads: int | None = optional_integer(None, 1)  # torch threads per job; null: CPUs / parallel jobs
+    threads: int | None = integer(None, 1, null=True)  # torch threads per job; null: CPUs / parallel jobs
     # weights only to start from: a run dir or .ckpt path, or a map of dotted overrides naming a first stage of
     # this config, planned as a job of its own and trained first (training.plan)
     init_from: Any = None
 
 
-GROUP_SCHEMAS: dict[str, type] = {"optim": OptimConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
-                                  "distill": DistillConfig, "long_context": LongContextConfig,
-                                  "ablation": AblationConfig}  # fmt: skip
 SCHEMA_NAME = "train_schema"
 
 
@@ -373,16 +348,14 @@ def field_errors(obj: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             out += field_errors(value, f"{prefix}{f.name}.")
-        elif (check := f.metadata.get("check")) is not None and not _passes(check, value):
-            out.append((f"{prefix}{f.name}", value, f.metadata["allowed"]))
+        elif (check := f.metadata.get("check")) is not None:
+            try:
+                ok = bool(check(value))
+            except TypeError:  # a value of the wrong type (an untyped field): not allowed
+                ok = False
+            if not ok:
+                out.append((f"{prefix}{f.name}", value, f.metadata["allowed"]))
     return out
-
-
-def _passes(check: Check, value: Any) -> bool:
-    try:
-        return bool(check(value))
-    except TypeError:  # a value of the wrong type (an untyped field): not allowed
-        return False
 
 
 TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -392,13 +365,10 @@ def allowed_words(schema: type | None, key: str) -> str | None:
     """What `schema`'s field `key` allows, in words: its `allowed` metadata, else its choices or type."""
     if schema is None or not dataclasses.is_dataclass(schema):
         return None
-    hints = typing.get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        if f.name == key:
-            hint = hints[f.name]
-            if f.metadata.get("allowed"):
-                return f.metadata["allowed"]
-            if isinstance(hint, type) and issubclass(hint, StrEnum):
-                return ", ".join(hint)
-            return TYPE_WORDS.get(hint)
-    return None
+    f = next((f for f in dataclasses.fields(schema) if f.name == key), None)
+    if f is None:
+        return None
+    hint = typing.get_type_hints(schema)[key]
+    if f.metadata.get("allowed"):
+        return f.metadata["allowed"]
+    return ", ".join(hint) if isinstance(hint, type) and issubclass(hint, StrEnum) else TYPE_WORDS.get(hint)

@@ -1,18 +1,10 @@
-"""Stability monitors for the soft-cap vs QK-norm question, logged every `trainer.monitor_every` steps.
+"""Stability monitors for the soft-cap vs QK-norm question, logged every `trainer.monitor_every` steps; README,
+"Stability monitors", tables the metrics (max logit and saturation per layer, output-logit RMS, loss spike).
 
 Fused attention never materialises its logits, so on a monitored step only, each attention module gets an
 `AttentionProbe` (its `probe` attribute; None otherwise, which costs one attribute check per forward) that scores
 the step's queries against its keys again, in float32 and in query chunks, over every visible pair (causal and
-window masks, all heads, the whole batch). Metrics (one row per monitored step in metrics.csv and W&B):
-
-- `stability/max_logit/layer{i}`: max |q·k × attention scale| before any soft-cap (after QK-norm and RoPE).
-- `stability/saturation/layer{i}`: fraction of visible logits the tanh cap c saturates: |x| >= c·atanh(0.9)
-  (≈ 1.47c), where the capped logit is within 10% of ±c and tanh' <= 0.19, i.e. its gradient is damped 5x or more.
-  Without a cap, c is Gemma 2's 50 (`REFERENCE_CAP`), so every arm of a grid is measured against the same range.
-- `stability/output_logit_rms`: RMS of the output logits before the final soft-cap.
-- `stability/loss_spike`: the largest train loss / median of the `SPIKE_WINDOW` losses before it, over the steps
-  since the previous monitored step (every step's loss is kept, so a spike between monitored steps still shows):
-  1 is steady, 2 a loss that doubled.
+window masks, all heads, the whole batch).
 """
 
 from __future__ import annotations

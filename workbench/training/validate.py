@@ -26,12 +26,11 @@ from workbench.data.documents import list_files
 from workbench.data.passkey import check_passkey_mix, longest_distance
 from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
-from workbench.training.errors import ConfigError, from_omegaconf
+from workbench.training.errors import ConfigError, from_composition, got
 from workbench.training.grid import arm_table
-from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors
+from workbench.training.schema import DATA_SOURCES, HF_PREFIX, STRATEGIES, field_errors
 
 MODEL_KEYS = tuple(ModelConfig.__dataclass_fields__)
-HF_PREFIX = "hf:"
 
 
 def validate(cfg: DictConfig) -> ModelConfig:
@@ -39,14 +38,12 @@ def validate(cfg: DictConfig) -> ModelConfig:
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
-        raise _unwrap(e) from e
+        raise from_composition(e) from e
     values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     model = _model(values["model"])  # first: data.seq_len and others follow its values
     for key, value, allowed in field_errors(obj):
-        kind = "" if value is None else f" ({type(value).__name__})"
-        raise ConfigError(f"{key}: got {value!r}{kind}; allowed: {allowed}")
+        raise got(key, value, allowed)
     _check_optim(values["optim"])
-    _check_resume(values["resume"])
     if "local" in model.layer_types and model.window > model.max_seq_len:
         raise ConfigError(
             f"model.window: got {model.window}; allowed: at most model.max_seq_len={model.max_seq_len} (the training "
@@ -62,16 +59,6 @@ def validate(cfg: DictConfig) -> ModelConfig:
     return model
 
 
-def _unwrap(e: BaseException) -> ConfigError:
-    """A `ConfigError` raised inside a resolver, else OmegaConf's own error in words."""
-    cause: BaseException | None = e
-    while cause is not None:
-        if isinstance(cause, ConfigError):
-            return cause
-        cause = cause.__cause__
-    return from_omegaconf(e) if getattr(e, "full_key", None) else ConfigError(" ".join(str(e).split()))
-
-
 def _model(values: Mapping[str, Any]) -> ModelConfig:
     try:
         return ModelConfig.from_dict(values)
@@ -84,14 +71,6 @@ def _check_optim(optim: Mapping[str, Any]) -> None:
     if optim["warmup_steps"] > optim["total_steps"]:
         raise ConfigError(f"optim.warmup_steps: got {optim['warmup_steps']}; allowed: at most optim.total_steps="
                           f"{optim['total_steps']} (a longer warmup never reaches optim.lr)")  # fmt: skip
-
-
-def _check_resume(resume: Any) -> None:
-    if isinstance(resume, str) and not Path(resume).expanduser().is_file():
-        raise ConfigError(
-            f"resume: got {resume!r}; allowed: true (continue from <run dir>/checkpoints/last.ckpt), false, "
-            "or the path of an existing .ckpt file"
-        )
 
 
 def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
