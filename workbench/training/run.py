@@ -81,7 +81,8 @@ def resume_checkpoint(resume: bool | str | None, run_dir: Path) -> tuple[str, in
     if resume is True:
         found = newest_sound_checkpoint(run_dir / LAST)
         return (str(found[0]), found[1]) if found else (None, None)
-    return str(resume), checkpoint_step(resume)  # a path: checked by the schema (`resume`)
+    path = Path(resume).expanduser()  # a path: the schema (`resume`) checked it exists, `~` expanded
+    return str(path), checkpoint_step(path)
 
 
 def _fit(
