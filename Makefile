@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m analysis.params --all
 	$(PY) -m analysis.kv_cache --all --context 32768
-	OMP_NUM_THREADS=1 $(PY) -m workbench.train --multirun +ablation=main_local_global experiment=grid_cpu \
-		hydra/launcher=joblib
+	OMP_NUM_THREADS=1 $(PY) -m workbench.train --multirun +ablation=main_local_global experiment=recall_cpu \
+		hydra/launcher=joblib hydra.sweep.dir=multirun/main_local_global
 	$(PY) -m analysis.report multirun/main_local_global
 
 lint: setup
