@@ -305,6 +305,12 @@ def _unit(metric: str) -> str:
     return " nats" if metric.endswith("loss") else ""
 
 
+def _num(x: float, sign: str = "") -> str:
+    """Three decimals, or two significant digits where those would print a nonzero value as 0.000 (a task solved
+    by both arms differs by 1e-5 nats)."""
+    return f"{x:{sign}.2e}" if 0 < abs(x) < 5e-4 else f"{x:{sign}.3f}"
+
+
 def _sentence(r: Mapping[str, Any], baseline: str, metric: str, margin: float | None, blind: bool) -> str:
     """One arm's result in words, e.g. "r3_1 vs r5_1: worse by 0.031 nats [0.012, 0.050], p_holm 0.004 (MDE 0.018)",
     and how many of its runs failed (they are in no statistic)."""
@@ -315,8 +321,8 @@ def _sentence(r: Mapping[str, Any], baseline: str, metric: str, margin: float | 
 def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | None, blind: bool) -> str:
     u = _unit(metric)
     head = f"{r['arm']} vs {baseline}"
-    stats_ = f"p_holm {r['p_holm']:.2g} (MDE {r['mde']:.3f}{u})"
-    signed = f"Δ {r['delta']:+.3f}{u} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}]"
+    stats_ = f"p_holm {r['p_holm']:.2g} (MDE {_num(r['mde'])}{u})"
+    signed = f"Δ {_num(r['delta'], '+')}{u} [{_num(r['delta_lo'], '+')}, {_num(r['delta_hi'], '+')}]"
     if r["identical"]:
         return f"{head}: equivalent: identical on all {r['n_pairs']} shared seeds (every paired difference is 0)"
     if r["n_pairs"] < 2:
@@ -324,10 +330,10 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
     if r["decision"] in ("better", "worse"):
         s = np.sign(r["delta"])
         lo, hi = sorted((s * r["delta_lo"], s * r["delta_hi"]))
-        return f"{head}: {r['decision']} by {abs(r['delta']):.3f}{u} [{lo:.3f}, {hi:.3f}], {stats_}"
+        return f"{head}: {r['decision']} by {_num(abs(r['delta']))}{u} [{_num(lo)}, {_num(hi)}], {stats_}"
     if r["decision"] == "equivalent":
-        return (f"{head}: equivalent within ±{margin:.3g}{u}: {signed}, 90% interval [{r['tost_lo']:+.3f}, "
-                f"{r['tost_hi']:+.3f}] inside the margin, {stats_}")  # fmt: skip
+        return (f"{head}: equivalent within ±{margin:.3g}{u}: {signed}, 90% interval [{_num(r['tost_lo'], '+')}, "
+                f"{_num(r['tost_hi'], '+')}] inside the margin, {stats_}")  # fmt: skip
     if blind:
         why = "the control did not separate, so this is not evidence of no difference"
     elif margin is None:
@@ -354,7 +360,7 @@ def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: s
     found = arms.loc[~arms["identical"], "mde"].dropna()  # an identical arm's 0 says nothing about the grid
     if len(found):
         u, pairs = _unit(metric), ", ".join(map(str, sorted(set(arms.loc[found.index, "n_pairs"]))))
-        span = f"{found.min():.3f}{u}" + (f" to {found.max():.3f}{u}" if found.max() > found.min() else "")
+        span = f"{_num(found.min())}{u}" + (f" to {_num(found.max())}{u}" if found.max() > found.min() else "")
         lines.append(f"- MDE (the smallest |Δ| detected with 80% power, two-sided α {ALPHA}, paired t over {pairs} "
                      f"seeds, before Holm's correction): {span}")  # fmt: skip
     return lines

@@ -263,6 +263,18 @@ def test_summary_md_opens_with_each_arm_in_words_and_the_mde(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_differences_below_a_thousandth_are_printed_as_numbers_not_zeros(tmp_path, capsys):
+    """Two arms that both solve a task differ by ~1e-5 nats: the words give the numbers, not "+0.000"."""
+    base = np.array([7e-6, 5e-6, 9e-6])
+    d = np.array([1.2e-5, -0.4e-5, 2.1e-5])
+    grid = write_grid(tmp_path / "g", {"base": base, "solved": base + d}, margin=0.1)
+    report.report(grid)
+    first = (grid / "summary.md").read_text().splitlines()[0]
+    assert first.startswith(f"- solved vs base: equivalent within ±0.1 nats: Δ {d.mean():+.2e} nats [")
+    assert "0.000" not in first
+    capsys.readouterr()
+
+
 def test_a_tuned_grid_without_selection_loss_notes_it_and_draws_loss_vs_lr(tmp_path, capsys):
     runs, cells = tuned_frame(selection=False)
     for r in runs.to_dict("records"):
