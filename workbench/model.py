@@ -106,8 +106,8 @@ class Transformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) weights (embedding tables and experts too); output projections (experts' included)
-        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity (post-norms at gain `post_norm_init` when set),
-        router scales at 1."""
+        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, except the sandwich's post-norms, at gain
+        `cfg.post_norm_gain` (1/sqrt(2 n_layers) unless set), so each branch keeps that scale; router scales at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2:
@@ -118,11 +118,11 @@ class Transformer(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        if self.cfg.post_norm_init is not None:
+        if (gain := self.cfg.post_norm_gain) != 1.0:
             for block in self.blocks:
                 for name in ("attn_post_norm", "mlp_post_norm"):
-                    if hasattr(block, name):
-                        set_gain(getattr(block, name), self.cfg.post_norm_init)
+                    if hasattr(getattr(block, name, None), "weight"):  # a scale-free norm has no gain to set
+                        set_gain(getattr(block, name), gain)
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` tokens, sized for the current windows."""
