@@ -50,6 +50,8 @@ MAPPED_FIELDS = frozenset({
     "norm_eps", "layer_pattern", "window", "attn_logit", "attn_softcap", "final_softcap", "query_pre_attn_scalar",
     "rope_base_global", "rope_base_local", "rope_scaling_global", "tie_embeddings", "init_std",
 })  # fmt: skip
+# Our fields that shape only the initialisation: a built model's weights carry them, so any value exports.
+INIT_ONLY_FIELDS = frozenset({"post_norm_init"})
 # HF keys that must hold one value for us to model them (key -> allowed values).
 FIXED_HF_KEYS = {"hidden_activation": ("gelu_pytorch_tanh",), "attention_bias": (False,),
                  "attention_dropout": (0, 0.0), "use_bidirectional_attention": (None, False)}  # fmt: skip
@@ -255,7 +257,7 @@ def config_to_hf(cfg: ModelConfig, arch: str | None = None) -> PreTrainedConfig:
         if getattr(cfg, field) != required:
             raise _bad(field, getattr(cfg, field), f"{required!r} (the only value Gemma models)")
     for f in dataclasses.fields(cfg):
-        if f.name not in MAPPED_FIELDS | set(FIXED_FIELDS) and getattr(cfg, f.name) != f.default:
+        if f.name not in MAPPED_FIELDS | INIT_ONLY_FIELDS | set(FIXED_FIELDS) and getattr(cfg, f.name) != f.default:
             raise _bad(f.name, getattr(cfg, f.name), f"{f.default!r}, its default (no Gemma counterpart)")
     if cfg.qk_norm != (arch == "gemma3"):
         allowed = "'qk_norm' or 'softcap+qk_norm'" if arch == "gemma3" else "'none' or 'softcap'"
@@ -289,7 +291,7 @@ def _config_to_gemma4(cfg: ModelConfig) -> Gemma4TextConfig:
             raise _bad(field, getattr(cfg, field), f"{required!r} (the only value Gemma 4 models)")
     unused = {"moe_top_k": not cfg.moe_experts, "moe_hidden": not cfg.moe_experts, "ple_vocab_size": not cfg.ple_dim}
     for f in dataclasses.fields(cfg):
-        mapped = f.name in GEMMA4_MAPPED_FIELDS and not unused.get(f.name, False)
+        mapped = f.name in GEMMA4_MAPPED_FIELDS | INIT_ONLY_FIELDS and not unused.get(f.name, False)
         if not mapped and f.name not in GEMMA4_FIXED_FIELDS and getattr(cfg, f.name) != f.default:
             raise _bad(f.name, getattr(cfg, f.name), f"{f.default!r}, its default (no Gemma 4 counterpart here)")
     if cfg.layer_types[-1] != GLOBAL:

@@ -219,6 +219,15 @@ def test_unknown_hf_key_raises():
         config_from_hf(config)
 
 
+@pytest.mark.parametrize("gain", [1.0, 0.3])
+def test_a_model_trained_from_any_post_norm_init_exports_with_its_gains(gain):
+    """post_norm_init only shapes the initialisation: the exported weights carry the gains, so the logits agree."""
+    torch.manual_seed(3)
+    ours = build_model(get_preset("tiny").replace(post_norm_init=gain, d_model=64, n_layers=2, mlp_hidden=128))
+    x = torch.randint(0, ours.cfg.vocab_size, (1, 10))
+    assert max_diff(logits(to_hf(ours), x), logits(ours, x)) <= 1e-4
+
+
 def test_untied_head_round_trips():
     torch.manual_seed(2)
     hf = reference("gemma3", tie_word_embeddings=False)
