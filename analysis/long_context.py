@@ -22,9 +22,8 @@ import torch
 from omegaconf import OmegaConf
 
 from analysis.presets_cli import print_table
+from workbench.checkpoints import CONFIG_FILE, checkpoint_file, load_model_from_checkpoint
 from workbench.long_context import evaluate, val_batches
-from workbench.training.checkpoints import checkpoint_file, load_model_from_checkpoint
-from workbench.training.results import CONFIG_FILE
 
 
 def from_runs(runs: pd.DataFrame, part: str, keys: Sequence[str] = ("ablation.arm", "seed")) -> pd.DataFrame:

@@ -4,7 +4,7 @@
     python -m benchmarks.quant_experiment --steps 40 --qat-steps 20   # smoke test
 
 Data: bytes of Python files from the standard library (always present), token id = byte value. A plain torch
-loop of `workbench.training.timing.train_step` (fp32), with a learning-rate schedule and gradient clipping.
+loop of `workbench.timing.train_step` (fp32), with a learning-rate schedule and gradient clipping.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from workbench.presets import get_preset
 from workbench.quant.fake_quant import export_model, export_weight, quantize_model_ptq, remove_fake_quant
 from workbench.quant.formats import get_format
 from workbench.quant.qat import evaluate_quantized, prepare_qat, qat_loss
-from workbench.training.timing import train_step
+from workbench.timing import train_step
 
 
 def stdlib_bytes(n_bytes: int) -> torch.Tensor:

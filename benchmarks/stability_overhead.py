@@ -3,7 +3,7 @@
 Trains the same config (`workbench.training.run`, stdlib corpus, no W&B) with `trainer.monitor_every=0` and
 `=N`, alternating the two `--repeats` times so machine load hits both alike, and prints the median time per
 optimiser step (training time from Lightning's ThroughputMonitor; validation excluded) and the overhead.
-Then, less exposed to load: the extra time of one probed train step (`training.timing.train_step`: forward,
+Then, less exposed to load: the extra time of one probed train step (`workbench.timing.train_step`: forward,
 backward, AdamW) over a plain one, alternating 2 x `--reps` times on the same batch, and that cost spread over N
 steps.
 Usage: `python -m benchmarks.stability_overhead [--preset small] [--steps 40] [--every 10] [--repeats 2]`.
@@ -21,10 +21,10 @@ import torch
 
 from analysis.presets_cli import print_table
 from workbench import build_model, get_preset
+from workbench.probes import attach_probes, detach_probes
+from workbench.timing import train_step
 from workbench.training.compose import compose_train
 from workbench.training.jobs import train
-from workbench.training.stability import attach_probes, detach_probes
-from workbench.training.timing import train_step
 
 
 def step_time(preset: str, steps: int, every: int, batch_size: int, run_dir: Path) -> tuple[float, dict]:

@@ -37,7 +37,7 @@ from workbench.config import ModelConfig
 from workbench.interop import to_hf
 from workbench.model import Transformer, build_model
 from workbench.presets import get_preset, list_presets
-from workbench.training.timing import next_token_loss, train_step
+from workbench.timing import next_token_loss, train_step
 
 PHASES = ("train", "prefill", "decode")
 SECTIONS = ("reference", "paths", "scaling")

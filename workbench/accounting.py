@@ -89,3 +89,10 @@ def forward_flops(cfg: ModelConfig, tokens: int, start: int = 0) -> int:
 def training_flops(cfg: ModelConfig, seq_len: int) -> int:
     """Forward + backward FLOPs of one sequence of `seq_len` tokens: 3 x forward."""
     return 3 * forward_flops(cfg, seq_len)
+
+
+def iso_flop_steps(flops: float, model: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Optimiser steps of `batch_size` sequences of `seq_len` tokens at which `model` spends `flops` training
+    FLOPs, counted as MFU and the dry run count them (`training_flops`: attended pairs, 3 x forward), rounded
+    to a whole step and at least one."""
+    return max(1, round(float(flops) / (batch_size * training_flops(model, seq_len))))

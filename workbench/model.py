@@ -101,7 +101,7 @@ class Transformer(nn.Module):
         )
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.register_buffer("embed_multiplier", torch.tensor(math.sqrt(cfg.d_model)), persistent=False)
-        self.logit_probe = None  # a `training.stability.LogitProbe` on monitored steps only
+        self.logit_probe = None  # a `workbench.probes.LogitProbe` on monitored steps only
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

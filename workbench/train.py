@@ -28,7 +28,7 @@ register_configs()
 def _main(cfg: DictConfig) -> None:
     import torch
 
-    from workbench.training.checkpoint_io import CorruptCheckpointError
+    from workbench.checkpoints import CorruptCheckpointError
     from workbench.training.grid import resolve_arm
     from workbench.training.jobs import DependencyError, execute, threads_per_job
     from workbench.training.module import NonFiniteLossError

@@ -18,12 +18,8 @@ import torch
 import workbench.train
 from analysis.report import report
 from tests.workbench.train_helpers import FAST, REPO, compose_cfg
-from workbench.training.checkpoint_io import (
-    AtomicCheckpointIO,
-    CorruptCheckpointError,
-    checkpoint_step,
-    previous_version,
-)
+from workbench.checkpoints import CorruptCheckpointError
+from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, previous_version
 from workbench.training.jobs import train
 from workbench.training.results import write_json_atomic
 from workbench.training.run import resume_checkpoint

@@ -9,16 +9,16 @@ import torch
 from omegaconf import OmegaConf
 
 import workbench.distill
-import workbench.training.distillation as distillation
+import workbench.training.run as training_run
 from tests.workbench.train_helpers import FAST, compose_cfg
 from workbench.accounting import param_counts
+from workbench.checkpoints import MODEL_CONFIG_KEY, load_model_from_checkpoint
 from workbench.config import ModelConfig
 from workbench.data import build_data
+from workbench.distill import Distiller, load_teacher, row_key
 from workbench.interop import to_hf
 from workbench.model import build_model
-from workbench.training.checkpoints import MODEL_CONFIG_KEY, load_model_from_checkpoint
 from workbench.training.compose import planned_jobs
-from workbench.training.distillation import Distiller, load_teacher, row_key
 from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
 from workbench.training.module import LMModule
@@ -139,7 +139,7 @@ def test_cached_targets_are_computed_once_and_the_second_student_never_asks_the_
     teacher_dir, tmp_path, monkeypatch
 ):
     precomputed, seen = [], []
-    real_precompute, real_load = workbench.distill.precompute_targets, distillation.load_teacher
+    real_precompute, real_load = workbench.distill.precompute_targets, training_run.load_teacher
 
     def counted(*args, **kwargs):
         precomputed.append(1)
@@ -151,7 +151,7 @@ def test_cached_targets_are_computed_once_and_the_second_student_never_asks_the_
         return teacher
 
     monkeypatch.setattr(workbench.distill, "precompute_targets", counted)
-    monkeypatch.setattr(distillation, "load_teacher", watched)
+    monkeypatch.setattr(training_run, "load_teacher", watched)
     common = ["distill=sampled", "distill.k=16", "distill.cache=true", f"distill.teacher={teacher_dir}",
               "trainer.max_steps=3"]  # fmt: skip
     first = train(_cfg(tmp_path, *common), tmp_path / "a")

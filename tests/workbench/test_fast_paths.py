@@ -10,7 +10,7 @@ from workbench import build_model, get_preset
 from workbench.blocks import attention, linear, mlp, norms
 from workbench.blocks.attention import attend, attend_blocked_local, local_block_size, visible
 from workbench.blocks.linear import matmul_kernel, uses_onednn
-from workbench.training.checkpoints import load_model_from_checkpoint
+from workbench.checkpoints import load_model_from_checkpoint
 
 
 def _grads(f, *inputs: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:

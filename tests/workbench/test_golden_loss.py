@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from workbench.data import build_data
 from workbench.data.bundle import IGNORE
+from workbench.evaluate import mean_loss
 from workbench.model import build_model
+from workbench.optim import build_optimizer
 from workbench.presets import PRESETS
-from workbench.training.evaluate import mean_loss
-from workbench.training.optim import build_optimizer
 
 GOLDEN = Path(__file__).parents[1] / "assets" / "golden_loss_tiny.json"
 REGENERATE = ".venv/bin/python -m tests.workbench.test_golden_loss --update"

@@ -1,12 +1,18 @@
 """`init_from`: weights only from a run dir into a model with a longer context, shape checks, and first stages."""
 
+import json
+import re
+import sys
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+import workbench.train
 from tests.workbench.train_helpers import FAST, compose_cfg
 from workbench import build_model
-from workbench.training.checkpoints import load_model_from_checkpoint, load_weights
+from workbench.checkpoints import CorruptCheckpointError, load_model_from_checkpoint, load_weights
+from workbench.distill import load_teacher
 from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
 from workbench.training.plan import STAGES
@@ -78,6 +84,23 @@ def test_a_first_stage_is_trained_once_and_shared(tmp_path):
 def test_unknown_keys_in_a_first_stage_are_rejected_before_training(tmp_path):
     cfg = compose_cfg(SHORT, tmp_path / "c")
     OmegaConf.update(cfg, "init_from", {"model.widht": 3}, merge=False)
-    with pytest.raises(ConfigError, match=r"init_from \(first stage\): unknown key 'model.widht'"):
+    with pytest.raises(ConfigError, match=r"init_from \(first stage\): unknown config key 'model.widht'"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / STAGES).exists()
+
+
+def test_an_unreadable_checkpoint_to_start_from_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
+    """init_from and distill.teacher load through one reader: garbage bytes end the run with one `error:` line."""
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoint .*bad\.ckpt is unreadable"):
+        load_teacher(bad)
+    run_dir = tmp_path / "run"
+    argv = [*SHORT, f"init_from={bad}", f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}"]
+    monkeypatch.setattr(sys, "argv", ["workbench.train", *argv])
+    with pytest.raises(SystemExit) as e:
+        workbench.train.main()
+    assert re.match(r"error: checkpoint .*bad\.ckpt is unreadable", str(e.value.code))
+    assert "Traceback" not in capsys.readouterr().err
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and results["error"].startswith("CorruptCheckpointError")

@@ -57,3 +57,13 @@ def test_training_has_no_import_cycle():
     training = graph.subgraph(n for n in graph if n.startswith("workbench.training"))
     assert list(nx.simple_cycles(training)) == []
     assert len(training) >= 10  # the scan found the package's modules
+
+
+def test_the_library_never_imports_the_training_app():
+    """`workbench.training` (and its CLI, `workbench.train`) sit on top: the model, data, losses, probes, checkpoints
+    and timing below them work without the app's configs."""
+    app = ("workbench.train", "workbench.training")
+    library = [p for p in (ROOT / "workbench").rglob("*.py") if not module_name(p).startswith(app)]
+    upward = {(module_name(p), m) for p in library for m in imports(p) if m.startswith(app)}
+    assert not upward, sorted(upward)
+    assert len(library) >= 20  # the scan found the library's modules

@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 
-from workbench.training import precision
-from workbench.training.precision import resolve_precision
+from workbench import precision
+from workbench.precision import resolve_precision
 
 
 @pytest.fixture

@@ -80,8 +80,9 @@ def _unigram_bits(tokens: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_tiny_beats_the_unigram_byte_entropy_of_the_val_split(tmp_path):
-    overrides = ["model=tiny", "logger=none", "trainer.max_steps=200", "trainer.val_check_interval=200",
-                 "data.seq_len=128", "data.batch_size=8", "data.val_tokens=8192", "optim.warmup_steps=20",
+    # 60 steps: val bpb 3.62 against the unigram's 4.60 (200 steps: 2.89), at under a third of the time
+    overrides = ["model=tiny", "logger=none", "trainer.max_steps=60", "trainer.val_check_interval=60",
+                 "data.seq_len=128", "data.batch_size=8", "data.val_tokens=8192", "optim.warmup_steps=6",
                  "trainer.progress_bar=false"]  # fmt: skip
     cfg = compose_cfg(overrides, tmp_path / "cache")
     bundle = build_data(cfg.data, cfg.seed)
@@ -105,7 +106,9 @@ MQAR = ["model=tiny", "model.n_layers=2", "model.d_model=64", "model.mlp_hidden=
 @pytest.mark.slow
 def test_global_attention_tiny_learns_mqar(tmp_path):
     """Recall, not guessing: far above both 1 / num_values and the 1 / num_pairs of guessing among context values."""
-    results = train(compose_cfg([*MQAR, "model.layer_pattern=global"], None), tmp_path / "run")
+    # 300 steps: accuracy 0.996 (seed 0, escaping the plateau before step 250); the local test keeps 500
+    steps = ["trainer.max_steps=300", "trainer.val_check_interval=300"]
+    results = train(compose_cfg([*MQAR, "model.layer_pattern=global", *steps], None), tmp_path / "run")
     chance, guess = results["data"]["chance_accuracy"], results["data"]["context_guess_accuracy"]
     assert (chance, guess) == (1 / 32, 1 / 4)
     assert results["val_accuracy"] > 0.9, results["val_accuracy"]

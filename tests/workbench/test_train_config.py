@@ -47,10 +47,10 @@ def test_an_unknown_key_in_any_group_names_the_key_and_the_closest_ones(override
 
 @pytest.mark.parametrize(
     ("arm", "names"),
-    [("{optim.lrr: 0.5}", ["grid gqa, arm bad", "'optim.lrr'", "did you mean optim.lr"]),
-     ("{trainer.max_stepz: 3}", ["grid gqa, arm bad", "'trainer.max_stepz'", "trainer.max_steps"]),
-     ("{model.n_kv_head: 1}", ["grid gqa, arm bad", "'model.n_kv_head'", "model.n_kv_heads"]),
-     ("{data.seq_lenn: 8}", ["grid gqa, arm bad", "'data.seq_lenn'", "data.seq_len"]),
+    [("{optim.lrr: 0.5}", ["grid gqa, arm bad", "'optim.lrr'", "did you mean lr"]),
+     ("{trainer.max_stepz: 3}", ["grid gqa, arm bad", "'trainer.max_stepz'", "did you mean max_steps"]),
+     ("{model.n_kv_head: 1}", ["grid gqa, arm bad", "'model.n_kv_head'", "did you mean n_kv_heads"]),
+     ("{data.seq_lenn: 8}", ["grid gqa, arm bad", "'data.seq_lenn'", "did you mean seq_len"]),
      ("{trainer.max_steps: abc}", ["grid gqa, arm bad", "trainer.max_steps: got 'abc'"])],
 )  # fmt: skip
 @pytest.mark.parametrize("mode", ["run", "multirun", "dry run"])
@@ -66,7 +66,7 @@ def test_a_bad_key_in_an_arm_is_an_error_before_any_job(arm, names, mode, tmp_pa
 
 
 def test_a_bad_key_in_a_factor_level_names_the_grid_and_the_arm():
-    with pytest.raises(ConfigError, match=r"grid scaling_ladder, arm d8l2_c1: unknown key 'model.d_modl'"):
+    with pytest.raises(ConfigError, match=r"grid scaling_ladder, arm d8l2_c1: unknown config key 'model.d_modl'"):
         level = "+ablation.factors.size.d8l2={model.d_modl: 8}"
         planned_jobs(["+ablation=scaling_ladder", level, "ablation.arm=d8l2_c1"], multirun=False)
 

@@ -18,7 +18,7 @@ from torch import nn
 from workbench.data import build_data
 from workbench.data.bundle import IGNORE, Batch
 from workbench.data.byte_tokenizer import EOS
-from workbench.training.evaluate import mean_loss
+from workbench.evaluate import mean_loss
 
 N_DOCS, SEQ, BATCH = 40, 16, 4
 LENGTHS = np.random.default_rng(0).integers(50, 2000, N_DOCS)  # bytes of document k, whose byte value is 100 + k

@@ -329,7 +329,7 @@ class MultiHeadAttention(nn.Module):
             self.v_norm = NORM.build("rmsnorm_unscaled", self.head_dim, cfg.norm_eps, cfg.bias)
         rot_dim = int(self.head_dim * cfg.rope_fraction_for(self.layer_type))
         self.rope = POSITION.build(cfg.position, rot_dim, cfg, local, head_dim=self.head_dim)
-        self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
+        self.probe = None  # a `workbench.probes.AttentionProbe` on monitored steps only
 
     def new_cache(
         self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device

@@ -43,7 +43,7 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
             self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
         self.rope = POSITION.build(cfg.position, self.rope_dim, cfg, local)
-        self.probe = None  # a `training.stability.AttentionProbe` on monitored steps only
+        self.probe = None  # a `workbench.probes.AttentionProbe` on monitored steps only
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> LayerCache:
         slots = self.cached_slots(max_len)

@@ -1,1 +1,2 @@
-"""Training with Lightning: the LightningModule, optimiser and schedules, callbacks, loggers and the run itself."""
+"""The training app: Hydra configs through one schema, plans of jobs, and Lightning fits. What needs only torch
+(optimiser, losses, probes, checkpoints, timing, precision, distillation) is the library's, one level up."""

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from workbench.checkpoints import CorruptCheckpointError, read_checkpoint
+
 
 def previous_version(path: str | Path) -> Path:
     """Where the checkpoint that `path` replaced is kept: `last.ckpt` -> `last.prev.ckpt`."""
@@ -40,19 +42,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-class CorruptCheckpointError(RuntimeError):
-    pass
-
-
 def checkpoint_step(path: str | Path) -> int:
     """The global step a checkpoint holds; raises `CorruptCheckpointError` naming the file if it does not load."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or not {"global_step", "state_dict"} <= set(ckpt):
-            raise ValueError("not a Lightning checkpoint: no global_step and state_dict")
-        return int(ckpt["global_step"])
-    except Exception as e:  # truncated zip, garbage bytes, or not a Lightning checkpoint
-        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+    return int(read_checkpoint(path, keys=("global_step", "state_dict"))["global_step"])
 
 
 def newest_sound_checkpoint(last: Path) -> tuple[Path, int] | None:

@@ -1,15 +1,11 @@
 """`dry_run=true`: what a plan costs, job by job (dependencies included), before anything trains: the accounting's
-parameters, training FLOPs per token and KV bytes, and a time at the training FLOP/s of one `REFERENCE` step measured
-once per machine, thread count, device and precision (cached in `CACHE`); README, "Dry runs", says how rough it is.
+parameters, training FLOPs per token and KV bytes, and a time at this machine's training FLOP/s
+(`workbench.timing.achieved_flops`); README, "Dry runs", says how rough it is.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -17,13 +13,9 @@ from tabulate import tabulate
 
 from workbench.accounting import kv_cache_bytes, param_counts, training_flops
 from workbench.config import ModelConfig
-from workbench.presets import PRESETS
+from workbench.precision import resolve_precision
+from workbench.timing import CACHE, REFERENCE, achieved_flops
 from workbench.training.plan import Job
-from workbench.training.precision import resolve_precision
-from workbench.training.timing import time_train_steps
-
-REFERENCE = {"preset": "tiny", "batch_size": 4, "seq_len": 128}
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workbench" / "throughput.json"
 
 
 @dataclass
@@ -50,32 +42,6 @@ def job_cost(job: Job) -> JobCost:
     return JobCost(job, param_counts(model), training_flops(model, seq_len) / seq_len,
                    kv_cache_bytes(model, int(cfg.kv_reference_context)), int(cfg.trainer.max_steps), batch * seq_len,
                    precision)  # fmt: skip
-
-
-def machine_key(device: str, precision: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    if device == "cuda":
-        cpu = torch.cuda.get_device_name()
-    threads = torch.get_num_threads()
-    return f"{cpu} | {os.cpu_count()} CPUs | {threads} threads | {device} | {precision} | torch {torch.__version__}"
-
-
-def achieved_flops(device: str, precision: str, cache: Path = CACHE) -> tuple[float, str]:
-    """Training FLOP/s on the reference step here, from the cache or measured now (a few seconds, once)."""
-    key = machine_key(device, precision)
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    if key not in known:
-        model = PRESETS[REFERENCE["preset"]]
-        seconds = time_train_steps(model, REFERENCE["batch_size"], REFERENCE["seq_len"], precision, steps=3, warmup=1,
-                                   device=device)  # fmt: skip
-        known[key] = REFERENCE["batch_size"] * training_flops(model, REFERENCE["seq_len"]) / seconds
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=2))
-    return known[key], key
 
 
 def dry_run(plans: list[list[Job]]) -> int:

@@ -4,29 +4,28 @@ A grid (workbench/conf/ablation/<name>.yaml) is data: `arms` (name -> {dotted.ke
 -> level -> {dotted.key: value}), whose product adds one arm per combination of levels, named `<level>_<level>`.
 Hydra sweeps `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`) and each job applies its arm here, with
 the schema's struct mode on: a key the schema lacks or a value of the wrong type is a `ConfigError` naming the
-grid, the arm, the key and the closest valid keys. A run's id hashes the config's difference from the schema
-defaults, so a key added later at its default changes no id.
+grid, the arm, the key and the closest valid keys, in the command line's words (`training.errors`). A run's id
+hashes the config's difference from the schema defaults, so a key added later at its default changes no id.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
-from workbench.accounting import training_flops
+from workbench.accounting import iso_flop_steps
 from workbench.config import ModelConfig
+from workbench.precision import resolve_precision
 from workbench.presets import PRESETS
-from workbench.training.errors import ConfigError
-from workbench.training.precision import resolve_precision
+from workbench.training.errors import ConfigError, from_omegaconf
 from workbench.training.schema import DATA_SOURCES, ModelSchema, TrainConfig, model_node
 
 # keys that do not change what a run computes, left out of its id so a relaunch with them changed still matches
@@ -57,30 +56,8 @@ def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
             continue
         try:
             OmegaConf.update(cfg, key, value, merge=False)
-        except (ConfigAttributeError, ConfigKeyError) as e:
-            raise ConfigError(f"{where}: unknown key {key!r}; {closest(cfg, key)}") from e
         except OmegaConfBaseException as e:
-            raise ConfigError(f"{where}: {key}: got {value!r}; {' '.join(str(e.msg).split())}") from e
-
-
-def closest(cfg: DictConfig, key: str) -> str:
-    """'did you mean ...' from every dotted key of `cfg`, and the keys allowed where `key` fails."""
-    keys = list(dotted_keys(cfg))
-    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-    parent = key.rpartition(".")[0]
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    here = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
-    where = parent or "the top level"
-    return (f"did you mean {', '.join(near)}? " if near else "") + f"allowed keys in {where}: {', '.join(here)}"
-
-
-def dotted_keys(node: Any, prefix: str = "") -> Iterable[str]:
-    if not isinstance(node, DictConfig):
-        return
-    for k in node:
-        yield f"{prefix}{k}"
-        if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):
-            yield from dotted_keys(node[k], f"{prefix}{k}.")
+            raise ConfigError(f"{where}: {from_omegaconf(e)}") from e
 
 
 def resolve_arm(cfg: DictConfig) -> DictConfig:
@@ -163,13 +140,6 @@ def run_id(cfg: DictConfig | Mapping[str, Any], arm: str | None = None, seed: in
 # --- resolvers ---------------------------------------------------------------------------------------------------
 def _run_id_resolver(*, _root_: DictConfig) -> str:
     return run_id(OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]))
-
-
-def iso_flop_steps(flops: float, model: ModelConfig, batch_size: int, seq_len: int) -> int:
-    """Optimiser steps of `batch_size` sequences of `seq_len` tokens at which `model` spends `flops` training
-    FLOPs, counted as MFU and the dry run count them (`workbench.accounting.training_flops`: attended pairs,
-    3 x forward), rounded to a whole step and at least one."""
-    return max(1, round(float(flops) / (batch_size * training_flops(model, seq_len))))
 
 
 def _iso_steps_resolver(flops: float | None, *, _root_: DictConfig) -> int:

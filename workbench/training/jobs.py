@@ -19,7 +19,7 @@ import torch
 from filelock import FileLock
 from omegaconf import DictConfig
 
-from workbench.training.checkpoints import LAST
+from workbench.checkpoints import LAST
 from workbench.training.compose import validated_plan
 from workbench.training.grid import resolve_arm
 from workbench.training.plan import Job

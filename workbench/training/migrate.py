@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from workbench.checkpoints import CONFIG_FILE
 from workbench.training.grid import run_id
-from workbench.training.results import CONFIG_FILE
 
 
 def migrate(sweep: Path) -> list[tuple[str, str]]:

@@ -13,12 +13,13 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from workbench.accounting import training_flops
+from workbench.checkpoints import MODEL_CONFIG_KEY
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
+from workbench.distill import Distiller
+from workbench.losses import cross_entropy_sum
 from workbench.model import build_model
-from workbench.training.checkpoints import MODEL_CONFIG_KEY
-from workbench.training.distillation import Distiller
-from workbench.training.optim import build_optimizer
+from workbench.optim import build_optimizer
 from workbench.training.strategy import fully_shard_model, total_grad_norm
 
 
@@ -30,49 +31,7 @@ class NonFiniteLossError(FloatingPointError):
         self.step = step
 
 
-CE_CHUNK_ELEMENTS = 1 << 20  # logits upcast to float32 at once by `cross_entropy_sum` (4 MiB)
 VAL_SUMS = ("nats", "targets", "correct", "bytes", "kd_nats")
-
-
-class _CrossEntropySum(torch.autograd.Function):
-    """Summed cross-entropy in float32 without a float32 copy of the whole logits tensor.
-
-    `logits.float()` then `F.cross_entropy` keep two full-vocabulary float32 tensors (the copy and log_softmax's
-    output, saved for backward) beside the bfloat16 logits; this upcasts chunks of rows, saves only the logits
-    and each row's logsumexp, and writes the gradient in the logits' dtype. Float32 logits: the same numbers in
-    one fewer full-vocabulary tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-        flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        compute = torch.promote_types(logits.dtype, torch.float32)
-        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
-        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
-        valid = t != ignore_index
-        picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
-        ctx.save_for_backward(logits, t, lse)
-        ctx.ignore_index, ctx.chunk = ignore_index, chunk
-        return ((lse - picked) * valid).sum()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        logits, t, lse = ctx.saved_tensors
-        flat = logits.reshape(-1, logits.shape[-1])
-        out = torch.empty_like(flat)
-        valid = (t != ctx.ignore_index).to(lse.dtype) * grad
-        rows = torch.arange(len(flat), device=flat.device)
-        for s in range(0, len(flat), ctx.chunk):
-            e = min(len(flat), s + ctx.chunk)
-            g = (flat[s:e].to(lse.dtype) - lse[s:e, None]).exp_()  # softmax
-            g[rows[: e - s], t[s:e].clamp(min=0)] -= 1.0
-            out[s:e] = g.mul_(valid[s:e, None])
-        return out.view_as(logits), None, None
-
-
-def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
-    """Σ over targets that are not `ignore_index` of -log softmax(logits)[target], in float32 (or float64)."""
-    return _CrossEntropySum.apply(logits, targets, ignore_index)
 
 
 class LMModule(L.LightningModule):

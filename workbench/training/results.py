@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.yaml"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

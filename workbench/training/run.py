@@ -9,7 +9,6 @@ import os
 import time
 import traceback
 import warnings
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,19 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.accounting import kv_cache_bytes, param_counts
+from workbench.checkpoints import CHECKPOINTS, CONFIG_FILE, LAST, checkpoint_file, load_weights
 from workbench.config import ModelConfig
 from workbench.data import DataBundle, build_data
 from workbench.data.datamodule import BundleDataModule
+from workbench.distill import Distiller, HFTeacher, cached_targets, load_teacher
+from workbench.evaluate import mean_loss
 from workbench.long_context import evaluate
+from workbench.precision import device_type, resolve_precision
+from workbench.timing import measured_matmul_flops
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
-from workbench.training.checkpoints import CHECKPOINTS, LAST, checkpoint_file, load_weights
-from workbench.training.distillation import build_distiller
-from workbench.training.evaluate import mean_loss
 from workbench.training.module import LMModule
 from workbench.training.plan import distill_cache_dir
-from workbench.training.precision import device_type, resolve_precision
-from workbench.training.results import CONFIG_FILE, RESULTS_FILE, environment, git_state, write_json_atomic
+from workbench.training.results import RESULTS_FILE, environment, git_state, write_json_atomic
 from workbench.training.stability import StabilityMonitor
 from workbench.training.strategy import build_strategy, check_launch
 
@@ -153,13 +153,31 @@ def _summary(
         "mfu": speed.get("mfu"), "flops_per_batch": module.flops_per_batch,  # one rank's batch
         "train_flops_per_token": module.flops_per_batch * trainer.world_size / tokens,  # workbench.accounting's
         "peak_flops": throughput.available_flops, "precision": str(trainer.precision), "data": bundle.info,
-        "checkpoints": {"last": _path(trainer, "last_model_path"), "best": _path(trainer, "best_model_path")},
+        "checkpoints": {k: getattr(trainer.checkpoint_callback, f"{k}_model_path") or None for k in ("last", "best")},
         "wandb": wandb_location(loggers), **environment(trainer.strategy.root_device),
     }  # fmt: skip
 
 
-def _path(trainer: L.Trainer, attr: str) -> str | None:
-    return getattr(trainer.checkpoint_callback, attr) or None
+def build_distiller(
+    cfg: DictConfig, model_cfg: ModelConfig, bundle: DataBundle, spec: str | None, cache_root: Path
+) -> Distiller | None:
+    """None without distillation; else the teacher at `spec` (the plan's input), checked against the student's
+    vocabulary."""
+    d = cfg.distill
+    if d.kind == "none":
+        return None
+    teacher = load_teacher(spec)
+    head = teacher.model.get_output_embeddings() if isinstance(teacher, HFTeacher) else None
+    if (vocab := teacher.cfg.vocab_size if head is None else head.weight.shape[0]) != model_cfg.vocab_size:
+        raise ValueError(
+            f"distill.teacher: {spec} has vocab_size {vocab}, the student's model.vocab_size is "
+            f"{model_cfg.vocab_size}; teacher and student must share the tokenizer"
+        )
+    cached = None
+    if d.cache:
+        n_batches = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches
+        cached = cached_targets(teacher, bundle, n_batches, d.k, cfg.seed, cache_root)
+    return Distiller(teacher, d.kind, d.k, d.alpha, cached, str(spec))
 
 
 # --- loggers ---------------------------------------------------------------------------------------------------
@@ -225,19 +243,6 @@ def wandb_location(loggers: list[Logger]) -> str | None:
 
 
 # --- tokens/s and MFU: Lightning's ThroughputMonitor, with a peak-FLOPs figure for CPUs Lightning lacks ------------
-@cache
-def measured_matmul_flops(dtype: torch.dtype, threads: int, size: int = 1024, seconds: float = 0.5) -> float:
-    """Dense matmul FLOP/s achieved on this CPU at `threads` torch threads: the denominator of MFU where no datasheet
-    peak is known. Measured once per process and setting (0.5 s): a grid's jobs in one worker share the machine."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm up
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        a @ b
-        n += 1
-    return 2 * size**3 * n / elapsed
-
-
 class TokenThroughput(ThroughputMonitor):
     """Logs train/device/items_per_sec (tokens/s) and train/device/mfu. `peak_flops` None: Lightning's datasheet
     table, and where it has none (CPUs), a measured matmul rate."""

@@ -68,11 +68,10 @@ Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name_
 
 
 # Lightning's `precision` values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR) and `auto`:
-# bf16-mixed where the device computes bf16 natively, else 32-true (training.precision)
+# bf16-mixed where the device computes bf16 natively, else 32-true (workbench.precision)
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")  # fmt: skip
 STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed_zero3")  # ours; any name in Lightning's registry passes too
-HF_PREFIX = "hf:"  # distill.teacher: hf:<dir> for a `transformers` causal LM
 
 
 # --- model -------------------------------------------------------------------------------------------------------

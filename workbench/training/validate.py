@@ -24,11 +24,12 @@ from workbench.data.build import check_selection
 from workbench.data.byte_tokenizer import VOCAB_SIZE as BYTE_VOCAB
 from workbench.data.documents import list_files
 from workbench.data.passkey import check_passkey_mix, longest_distance
+from workbench.distill import HF_PREFIX
 from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError, from_composition, got
 from workbench.training.grid import arm_table
-from workbench.training.schema import DATA_SOURCES, HF_PREFIX, STRATEGIES, field_errors
+from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors
 
 MODEL_KEYS = tuple(ModelConfig.__dataclass_fields__)
 

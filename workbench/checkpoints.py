@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from workbench.config import ModelConfig
 from workbench.model import Transformer, build_model
-from workbench.training.results import CONFIG_FILE
 
+CONFIG_FILE = "config.yaml"  # a run dir's resolved config
 CHECKPOINTS = "checkpoints"
 LAST = Path(CHECKPOINTS, "last.ckpt")  # in a run dir
 MODEL_CONFIG_KEY = "model_config"  # LMModule.on_save_checkpoint stores ModelConfig.to_dict() here
@@ -34,6 +34,23 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+class CorruptCheckpointError(RuntimeError):
+    pass
+
+
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", keys: tuple[str, ...] = ("state_dict",)
+) -> dict[str, Any]:
+    """A checkpoint's content, holding `keys`; raises `CorruptCheckpointError` naming the file if it does not load."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        if missing := [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]:
+            raise ValueError(f"not a Lightning checkpoint: no {' and '.join(missing)}")
+    except Exception as e:  # truncated zip, garbage bytes, or not a Lightning checkpoint
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+    return ckpt
+
+
 def model_config_of(ckpt: dict[str, Any], ckpt_path: Path) -> ModelConfig:
     """The model config stored in the checkpoint, else the run's config.yaml beside its checkpoints dir."""
     if MODEL_CONFIG_KEY in ckpt:
@@ -47,7 +64,7 @@ def model_config_of(ckpt: dict[str, Any], ckpt_path: Path) -> ModelConfig:
 def load_model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Transformer:
     """The trained model of a run dir or `.ckpt` file, weights loaded strictly, in eval mode."""
     ckpt_path = checkpoint_file(path)
-    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    ckpt = read_checkpoint(ckpt_path, map_location)
     model = build_model(model_config_of(ckpt, ckpt_path))
     state = {}
     for key, value in ckpt["state_dict"].items():

@@ -1,22 +1,31 @@
-"""One optimiser step in plain torch, and its time: what the benchmarks and the dry run's cost estimate share.
+"""How fast this machine trains: one optimiser step in plain torch and its time (what the benchmarks and the dry run
+share), the training FLOP/s of a reference step (the dry run's time estimate, measured once per machine and cached),
+and the matmul rate a CPU reaches (MFU's denominator where no datasheet peak is known).
 
 No Lightning here: the dry run prices a grid before anything trains, and the benchmarks time the step alone.
 `precision` takes Lightning's strings: `-mixed` autocasts to that dtype, `-true` expects the parameters in it
-(`time_train_steps` casts them), `auto` resolves as the Trainer would (`training.precision`).
+(`time_train_steps` casts them), `auto` resolves as the Trainer would (`workbench.precision`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import time
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.accounting import training_flops
 from workbench.config import ModelConfig
 from workbench.model import build_model
-from workbench.training.precision import resolve_precision
+from workbench.precision import resolve_precision
+from workbench.presets import PRESETS
 
 # precision -> (parameter dtype, autocast dtype or None)
 PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
@@ -91,3 +100,46 @@ def time_train_steps(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+REFERENCE = {"preset": "tiny", "batch_size": 4, "seq_len": 128}
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workbench" / "throughput.json"
+
+
+def machine_key(device: str, precision: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    if device == "cuda":
+        cpu = torch.cuda.get_device_name()
+    threads = torch.get_num_threads()
+    return f"{cpu} | {os.cpu_count()} CPUs | {threads} threads | {device} | {precision} | torch {torch.__version__}"
+
+
+def achieved_flops(device: str, precision: str, cache: Path = CACHE) -> tuple[float, str]:
+    """Training FLOP/s on the reference step here, from the cache or measured now (a few seconds, once)."""
+    key = machine_key(device, precision)
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key not in known:
+        model = PRESETS[REFERENCE["preset"]]
+        seconds = time_train_steps(model, REFERENCE["batch_size"], REFERENCE["seq_len"], precision, steps=3, warmup=1,
+                                   device=device)  # fmt: skip
+        known[key] = REFERENCE["batch_size"] * training_flops(model, REFERENCE["seq_len"]) / seconds
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=2))
+    return known[key], key
+
+
+@cache
+def measured_matmul_flops(dtype: torch.dtype, threads: int, size: int = 1024, seconds: float = 0.5) -> float:
+    """Dense matmul FLOP/s achieved on this CPU at `threads` torch threads: the denominator of MFU where no datasheet
+    peak is known. Measured once per process and setting (0.5 s): a grid's jobs in one worker share the machine."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm up
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / elapsed

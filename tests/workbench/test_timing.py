@@ -3,9 +3,9 @@ import time
 import pytest
 import torch
 
+from workbench import timing
 from workbench.model import build_model
 from workbench.presets import get_preset
-from workbench.training import timing
 
 
 def _tiny():

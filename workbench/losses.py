@@ -1,0 +1,51 @@
+"""The next-token loss every training path shares: cross-entropy summed in float32, chunked so that bfloat16 logits
+never get a full-vocabulary float32 copy."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.data.bundle import IGNORE
+
+CE_CHUNK_ELEMENTS = 1 << 20  # logits upcast to float32 at once by `cross_entropy_sum` (4 MiB)
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    """Summed cross-entropy in float32 without a float32 copy of the whole logits tensor.
+
+    `logits.float()` then `F.cross_entropy` keep two full-vocabulary float32 tensors (the copy and log_softmax's
+    output, saved for backward) beside the bfloat16 logits; this upcasts chunks of rows, saves only the logits
+    and each row's logsumexp, and writes the gradient in the logits' dtype. Float32 logits: the same numbers in
+    one fewer full-vocabulary tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        compute = torch.promote_types(logits.dtype, torch.float32)
+        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
+        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+        valid = t != ignore_index
+        picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
+        ctx.save_for_backward(logits, t, lse)
+        ctx.ignore_index, ctx.chunk = ignore_index, chunk
+        return ((lse - picked) * valid).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, t, lse = ctx.saved_tensors
+        flat = logits.reshape(-1, logits.shape[-1])
+        out = torch.empty_like(flat)
+        valid = (t != ctx.ignore_index).to(lse.dtype) * grad
+        rows = torch.arange(len(flat), device=flat.device)
+        for s in range(0, len(flat), ctx.chunk):
+            e = min(len(flat), s + ctx.chunk)
+            g = (flat[s:e].to(lse.dtype) - lse[s:e, None]).exp_()  # softmax
+            g[rows[: e - s], t[s:e].clamp(min=0)] -= 1.0
+            out[s:e] = g.mul_(valid[s:e, None])
+        return out.view_as(logits), None, None
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Σ over targets that are not `ignore_index` of -log softmax(logits)[target], in float32 (or float64)."""
+    return _CrossEntropySum.apply(logits, targets, ignore_index)
