@@ -404,15 +404,19 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
     if not allow_mixed_commits:
         check_one_commit(runs, multirun_dir)
     check_one_study(runs, multirun_dir)
-    keys, selection = margin_and_control(runs), selection_metric(runs, METRIC)
-    summary = summarize(runs, baseline_arm(runs), METRIC, **keys, selection=selection)
-    head = opening(summary, METRIC, **keys)
-    text = _markdown(summary, failures(runs), f"{multirun_dir.name}: {METRIC} by arm", head,
+    metric = str(grid_value(runs, "ablation.metric") or METRIC)  # the grid's own (older runs lack it: val_loss)
+    if metric not in runs or runs[metric].isna().all():
+        raise ValueError(f"ablation.metric: got {metric!r}, which no run of {multirun_dir} recorded; allowed: a "
+                         "metric its results.json files hold (val_bpb needs byte-level data)")  # fmt: skip
+    keys, selection = margin_and_control(runs), selection_metric(runs, metric)
+    summary = summarize(runs, baseline_arm(runs), metric, **keys, selection=selection)
+    head = opening(summary, metric, **keys)
+    text = _markdown(summary, failures(runs), f"{multirun_dir.name}: {metric} by arm", head,
                      _notes(runs, keys["margin"], selection))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(text)
-    paths = figures(runs, summary, out)
+    paths = figures(runs, summary, out, metric)
     print(text)
     print(f"table: {out / 'summary.csv'}, {out / 'summary.md'}")
     print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png") + " (and .svg beside each)")

@@ -321,3 +321,20 @@ def test_one_commit_and_runs_without_one_are_each_a_single_commit(tmp_path, caps
         assert len(report.report(grid)) == 2
     assert report.commits(pd.DataFrame({"git_sha": [None, np.nan, "b"]})).to_dict() == {"unknown": 2, "b": 1}
     capsys.readouterr()
+
+
+def test_the_grid_s_metric_is_the_one_compared(tmp_path, capsys):
+    """`ablation.metric: val_accuracy`: the arm with the worse loss but the higher accuracy comes out better."""
+    base = 2.0 + SEED_EFFECT[:3]
+    for metric, decision in (("val_loss", "worse"), ("val_accuracy", "better")):
+        grid = write_grid(tmp_path / metric, {"base": base, "wide": base + 0.3}, metric=metric, margin=0.01)
+        for results in grid.glob("*/results.json"):
+            r = json.loads(results.read_text())
+            r["val_accuracy"] = 0.5 + (0.2 if "wide" in results.parent.name else 0.0) + 0.01 * r["seed"]
+            results.write_text(json.dumps(r))
+        s = by_arm(report.report(grid))
+        assert s.loc["wide", "decision"] == decision, metric
+        assert f"{metric} by arm" in (grid / "summary.md").read_text()
+    with pytest.raises(ValueError, match=r"ablation.metric: got 'val_bpb', which no run"):
+        report.report(write_grid(tmp_path / "bpb", {"base": base, "wide": base + 0.3}, metric="val_bpb"))
+    capsys.readouterr()

@@ -51,7 +51,8 @@ def test_an_unknown_key_in_any_group_names_the_key_and_the_closest_ones(override
      ("{trainer.max_stepz: 3}", ["grid gqa, arm bad", "'trainer.max_stepz'", "did you mean max_steps"]),
      ("{model.n_kv_head: 1}", ["grid gqa, arm bad", "'model.n_kv_head'", "did you mean n_kv_heads"]),
      ("{data.seq_lenn: 8}", ["grid gqa, arm bad", "'data.seq_lenn'", "did you mean seq_len"]),
-     ("{trainer.max_steps: abc}", ["grid gqa, arm bad", "trainer.max_steps: got 'abc'"])],
+     ("{trainer.max_steps: abc}", ["grid gqa, arm bad", "trainer.max_steps: got 'abc'"]),
+     ('{model.window: "${model.window}"}', ["grid gqa, arm bad: model.window: its interpolation does not resolve"])],
 )  # fmt: skip
 @pytest.mark.parametrize("mode", ["run", "multirun", "dry run"])
 def test_a_bad_key_in_an_arm_is_an_error_before_any_job(arm, names, mode, tmp_path):

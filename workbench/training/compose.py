@@ -131,7 +131,11 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
         raw, hydra_node = compose_job(lines)
         cfg = resolve_arm(raw)
         if multirun:
-            run_dir = Path(hydra_node.sweep.dir) / run_id(plain(cfg), cfg.ablation.arm, cfg.seed)  # as `wb_run_id`
+            try:  # resolves the whole config: a bad interpolation in an arm shows here first
+                name = run_id(plain(cfg), cfg.ablation.arm, cfg.seed)  # as `wb_run_id`
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"grid {cfg.ablation.name}, arm {cfg.ablation.arm}: {from_composition(e)}") from e
+            run_dir = Path(hydra_node.sweep.dir) / name
         else:
             run_dir = Path(hydra_node.run.dir)
             check_writable("hydra.run.dir", run_dir)

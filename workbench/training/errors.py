@@ -6,7 +6,13 @@ from __future__ import annotations
 import difflib
 
 from hydra.errors import MissingConfigException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from workbench.training.schema import allowed_words
 
@@ -38,6 +44,9 @@ def from_omegaconf(e: OmegaConfBaseException) -> ConfigError:
             f"unknown config key {key!r}: no {field!r} in {where}; {hint}allowed keys: {', '.join(allowed)}"
         )
     allowed = allowed_words(e.object_type, field) or one_paragraph(e.msg)
+    if isinstance(e, InterpolationResolutionError):  # a value of None here would only mislead
+        why = one_paragraph(str(e.msg).partition("full_key:")[0])
+        return ConfigError(f"{key}: its interpolation does not resolve ({why}); allowed: {allowed}")
     if isinstance(e, MissingMandatoryValue):
         return ConfigError(f"{key}: missing (no value set); allowed: {allowed}")
     return got(key, value, allowed)

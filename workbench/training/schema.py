@@ -65,6 +65,7 @@ Schedule = StrEnum("Schedule", "cosine wsd constant", module=__name__)
 LoggerKind = StrEnum("LoggerKind", "wandb csv none", module=__name__)
 DistillKind = StrEnum("DistillKind", "none sampled topk full", module=__name__)
 Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name__)
+Metric = StrEnum("Metric", "val_loss val_bpb val_accuracy", module=__name__)  # what analysis.report compares
 
 
 # Lightning's `precision` values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR) and `auto`:
@@ -282,7 +283,7 @@ class AblationConfig:
     baseline: str | None = None
     control: str | None = None  # an arm that must come out `worse` if the design can see the factor
     factor: str | None = None
-    metric: str = text("val_loss")
+    metric: Metric = Metric.val_loss  # the results.json number analysis.report compares the arms on
     margin: float | None = number(None, null=True)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
