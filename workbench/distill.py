@@ -57,16 +57,16 @@ def topk_targets(teacher_logits: torch.Tensor, k: int) -> SparseTargets:
 
 
 def _mix(kd: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """(1 - alpha) * distillation + alpha * next-token loss, averaged over tokens whose label is not -100."""
+    """(1 - alpha) * distillation + alpha * next-token loss, averaged over tokens whose label is not IGNORE."""
     if labels is None:
         if alpha:
             raise ValueError(f"alpha: got {alpha} without labels; the next-token loss needs labels")
         return kd.mean()
-    mask = labels != -100
+    mask = labels != IGNORE
     kd = (kd * mask).sum() / mask.sum().clamp(min=1)
     if not alpha:
         return kd
-    ce = F.cross_entropy(student_logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+    ce = F.cross_entropy(student_logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
     return (1 - alpha) * kd + alpha * ce
 
 

@@ -125,3 +125,12 @@ def test_a_non_editable_install_trains_from_outside_the_checkout(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert (elsewhere / "run" / "results.json").is_file()
+
+
+def test_a_multirun_without_a_grid_sweeps_the_command_line(tmp_path):
+    """`--multirun seed=1,2` alone (no `+ablation`): one job per value; an error in it names no grid or arm."""
+    plans = planned_jobs(["model=tiny", "seed=1,2", f"hydra.sweep.dir={tmp_path}"], multirun=True)
+    assert [p[-1].cfg.seed for p in plans] == [1, 2] and len({p[-1].run_dir for p in plans}) == 2
+    with pytest.raises(ConfigError, match=r"^model\.window: its interpolation does not resolve"):
+        planned_jobs(["seed=1,2", "model.window=${model.window}", f"hydra.sweep.dir={tmp_path}"], multirun=True)
+    assert not list(tmp_path.iterdir())

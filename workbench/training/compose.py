@@ -91,7 +91,8 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = _compose(tuple(fixed), True)
-    params = OmegaConf.to_container(base.hydra.sweeper.params or {}, resolve=True)
+    sweep = base.hydra.sweeper.params  # None without a grid: the command line's sweeps alone
+    params = OmegaConf.to_container(sweep, resolve=True) if sweep else {}
     merged = {o.key_or_group: o for o in _parse([f"{k}={v}" for k, v in params.items()])}
     merged.update({o.key_or_group: o for o in parsed})
     axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
@@ -134,7 +135,7 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
             try:  # resolves the whole config: a bad interpolation in an arm shows here first
                 name = run_id(plain(cfg), cfg.ablation.arm, cfg.seed)  # as `wb_run_id`
             except OmegaConfBaseException as e:
-                raise ConfigError(f"grid {cfg.ablation.name}, arm {cfg.ablation.arm}: {from_composition(e)}") from e
+                raise ConfigError(f"{_where(cfg)}{from_composition(e)}") from e
             run_dir = Path(hydra_node.sweep.dir) / name
         else:
             run_dir = Path(hydra_node.run.dir)
@@ -161,6 +162,10 @@ def _validate(job: Job) -> None:
     try:
         validate(job.cfg)
     except ConfigError as e:
-        arm = job.cfg.ablation.arm
-        where = f"grid {job.cfg.ablation.name}, arm {arm}: " if arm else ("" if job.what == "run" else f"{job.what}: ")
-        raise ConfigError(f"{where}{e}") from e
+        raise ConfigError(f"{_where(job.cfg, job.what)}{e}") from e
+
+
+def _where(cfg: DictConfig, what: str = "run") -> str:
+    """What an error is about: the grid and arm, a dependency (`what`), or nothing for a plain run."""
+    arm = cfg.ablation.arm
+    return f"grid {cfg.ablation.name}, arm {arm}: " if arm else ("" if what == "run" else f"{what}: ")
