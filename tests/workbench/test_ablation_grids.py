@@ -14,9 +14,10 @@ from workbench import train
 from workbench.accounting import kv_cache_bytes, training_flops
 from workbench.config import ModelConfig
 from workbench.model import build_model
-from workbench.training.compose import CONF_DIR, planned_jobs
+from workbench.training.compose import CONF_DIR
 from workbench.training.dry_run import dry_run, job_cost
 from workbench.training.grid import arm_table, resolve_arm
+from workbench.training.sweep import planned_jobs
 
 GRIDS = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml") if not p.stem.startswith("_"))
 RUN_ID = re.compile(r"(.+)_s\d+_[0-9a-f]{10}")  # <arm>_s<seed>_<hash>
@@ -52,7 +53,7 @@ def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
     # MFU's FLOPs are the dry run's for every arm (at quick mode's 64 tokens the window spans the sequence, so the
     # arms' counts coincide here; tests/workbench/test_accounting.py separates them at the grid_cpu shape)
     plans = planned_jobs(["+ablation=local_global_ratio", "ablation.quick=true", "optim.lr=3e-3",
-                          f"hydra.sweep.dir={sweep}"], True)  # fmt: skip
+                          f"hydra.sweep.dir={sweep}"])  # fmt: skip
     dry = {p[-1].run_dir.name: job_cost(p[-1]).flops_per_token for p in plans}
     for name, r in results.items():
         per_token = r["flops_per_batch"] / (4 * 64)  # quick mode's batch of 4 x 64 tokens, one rank
@@ -86,7 +87,7 @@ def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path)
 
 def test_dry_run_prices_every_arm_from_the_accounting_and_trains_nothing(tmp_path, capsys):
     overrides = ["+ablation=gqa", "ablation.quick=true", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    assert dry_run(planned_jobs([*overrides, "dry_run=true"], multirun=True)) == 0
+    assert dry_run(planned_jobs([*overrides, "dry_run=true"])) == 0
     printed = capsys.readouterr().out
     for arm in ("kv1", "kv2", "mha"):
         cfg = ModelConfig.from_dict(resolve_arm(compose_cfg([*overrides, f"ablation.arm={arm}"], None)).model)
@@ -101,7 +102,7 @@ def test_dry_run_prices_every_arm_from_the_accounting_and_trains_nothing(tmp_pat
 def test_the_dry_run_of_a_plan_lists_its_dependencies_once(tmp_path, capsys):
     overrides = ["+ablation=teacher_gap", "ablation.quick=true", "ablation.quick_seeds=[0]", "dry_run=true",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    plans = planned_jobs(overrides, multirun=True)
+    plans = planned_jobs(overrides)
     assert len(plans) == 8 and sum(len(p) for p in plans) == 8 + 6  # 6 distilled arms each need their teacher
     dry_run(plans)
     printed = capsys.readouterr().out
@@ -152,7 +153,7 @@ def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, tmp_path):
     # full mode at its first seed: the other seeds plan the same arms and rates again (a 6-seed grid is 90 jobs)
     for mode in ("ablation.quick=false", "ablation.quick=true"):
         one_seed = [f"ablation.seeds=[{full.seeds[0]}]"] if mode.endswith("false") else []
-        plans = planned_jobs([f"+ablation={grid}", mode, *one_seed, f"hydra.sweep.dir={tmp_path}"], True)
+        plans = planned_jobs([f"+ablation={grid}", mode, *one_seed, f"hydra.sweep.dir={tmp_path}"])
         assert sorted({p[-1].cfg.ablation.arm for p in plans}) == sorted(arms)
     assert not list(tmp_path.iterdir())
 

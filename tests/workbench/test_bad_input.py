@@ -13,9 +13,9 @@ import workbench.train
 import workbench.training.jobs
 from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
 from workbench.data import build_data, cache
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
 from workbench.training.schema import PRECISIONS
+from workbench.training.sweep import planned_jobs
 from workbench.training.validate import validate
 
 # (overrides, strings the message must contain: the field, the value, what is allowed). {d}: a scratch folder.
@@ -168,8 +168,8 @@ def test_one_invalid_arm_stops_the_whole_multirun_before_any_job(tmp_path):
     arms = ["+ablation=gqa", "ablation.quick=true", "ablation.arm=kv1,bad", "+ablation.arms.bad={model.n_kv_heads:3}",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
     with pytest.raises(ConfigError, match=r"^grid gqa, arm bad: model\.n_kv_heads: got 3"):
-        planned_jobs(arms, multirun=True)
-    assert len(planned_jobs([*arms[:2], "ablation.arm=kv1,kv2"], multirun=True)) == 2 * 2  # arms x quick seeds
+        planned_jobs(arms)
+    assert len(planned_jobs([*arms[:2], "ablation.arm=kv1,kv2"])) == 2 * 2  # arms x quick seeds
     assert not sweep.exists()
 
 

@@ -18,10 +18,10 @@ from workbench.data import build_data
 from workbench.distill import Distiller, load_teacher, row_key
 from workbench.interop import to_hf
 from workbench.model import build_model
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
 from workbench.training.module import LMModule
+from workbench.training.sweep import planned_jobs
 from workbench.training.validate import validate
 
 BASE = [*FAST, "logger=none", "trainer.val_check_interval=100"]

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from tests.workbench.train_helpers import compose_cfg, run_cli
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
 from workbench.training.schema import STRATEGIES
 from workbench.training.strategy import build_strategy
+from workbench.training.sweep import planned_jobs
 
 # a 2-layer tiny model on synthetic recall data (no token cache for the ranks to race over); global batch 8
 ARGS = ["model=tiny", "model.n_layers=2", "model.d_model=64", "model.mlp_hidden=128", "data=mqar",

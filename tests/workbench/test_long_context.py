@@ -14,8 +14,8 @@ from workbench import build_model, get_preset
 from workbench.data.bundle import IGNORE
 from workbench.data.byte_tokenizer import SPECIALS, VOCAB_SIZE
 from workbench.long_context import evaluate, passkey_accuracy, position_bucket_loss
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
+from workbench.training.sweep import planned_jobs
 
 TINY = get_preset("tiny").replace(n_layers=2, d_model=64, mlp_hidden=128, layer_pattern="1:1", window=8)
 

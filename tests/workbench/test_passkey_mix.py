@@ -18,8 +18,8 @@ from workbench.data.passkey import DIGITS, longest_distance
 from workbench.long_context import passkey_accuracy
 from workbench.model import build_model
 from workbench.presets import PRESETS
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
+from workbench.training.sweep import planned_jobs
 
 SEQ, BATCH, N_DIGITS = 32, 16, 5
 KEY, QUERY = SPECIALS["key"], SPECIALS["query"]

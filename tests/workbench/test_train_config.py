@@ -12,10 +12,10 @@ from omegaconf import OmegaConf, open_dict
 from tests.workbench.train_helpers import REPO, compose_cfg, run_cli
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
-from workbench.training.compose import planned_jobs
 from workbench.training.errors import ConfigError
 from workbench.training.grid import resolve_arm, run_id
 from workbench.training.migrate import migrate
+from workbench.training.sweep import planned_jobs
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -44,16 +44,35 @@ def job_cost(job: Job) -> JobCost:
                    precision)  # fmt: skip
 
 
-def dry_run(plans: list[list[Job]]) -> int:
-    """Print the cost table of every job of every plan (a shared dependency once); trains nothing."""
+def _rate(precision: str) -> tuple[float, str]:
+    """This machine's training FLOP/s at `precision` (measured once, cached) and where it was measured."""
+    return achieved_flops("cuda" if torch.cuda.is_available() else "cpu", precision)
+
+
+def estimated_seconds(job: Job) -> float:
+    cost = job_cost(job)
+    return cost.flops / _rate(cost.precision)[0]
+
+
+def worst_case(costs: list[JobCost], n_jobs: int) -> None:
+    """The price if every round runs to its cap (`n_jobs` jobs, priced at the first round's mean job)."""
+    mean = sum(c.flops for c in costs) / len(costs)
+    seconds = sum(c.flops / _rate(c.precision)[0] for c in costs) / len(costs)
+    print(f"worst case, every round to its cap (each arm bracketed out to ablation.lr_bounds, every arm at "
+          f"ablation.max_seeds): {n_jobs} jobs, {n_jobs * mean:.4g} training FLOPs, est. {n_jobs * seconds / 60:.1f} "
+          "min sequential")  # fmt: skip
+
+
+def dry_run(plans: list[list[Job]], worst_case_jobs: int | None = None) -> int:
+    """Print the cost table of every job of every plan (a shared dependency once), the first round's total and,
+    for a grid with rounds, the worst case; trains nothing."""
     costs, seen = [], set()
     for jobs in plans:
         for job in jobs:
             if job.run_dir not in seen:
                 seen.add(job.run_dir)
                 costs.append(job_cost(job))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rates = {p: achieved_flops(device, p) for p in sorted({c.precision for c in costs})}
+    rates = {p: _rate(p) for p in sorted({c.precision for c in costs})}
     rows = [[c.job.what, c.job.run_dir.name, c.params["total"], c.params["non_embedding"], f"{c.flops_per_token:.4g}",
              c.kv_bytes, c.steps, f"{c.flops:.3g}", f"{c.flops / rates[c.precision][0] / 60:.1f}"]
             for c in costs]  # fmt: skip
@@ -62,7 +81,10 @@ def dry_run(plans: list[list[Job]]) -> int:
     print(tabulate(rows, ["job", "run dir", "params", "non-emb params", "train FLOPs/token", f"KV bytes @{context}",
                           "steps", "train FLOPs", "est. min"], intfmt=","))  # fmt: skip
     total = sum(c.flops / rates[c.precision][0] for c in costs)
-    print(f"total: {sum(c.flops for c in costs):.4g} training FLOPs, est. {total / 60:.1f} min sequential")
+    first = "first round (the grid as written)" if worst_case_jobs is not None else "total"
+    print(f"{first}: {sum(c.flops for c in costs):.4g} training FLOPs, est. {total / 60:.1f} min sequential")
+    if worst_case_jobs is not None and costs:
+        worst_case(costs, worst_case_jobs)
     for rate, key in rates.values():
         print(
             f"time estimate: FLOPs / {rate / 1e9:.2f} GFLOP/s, the rate of one {REFERENCE['preset']} training step "

@@ -2,10 +2,11 @@
 
 A grid (workbench/conf/ablation/<name>.yaml) is data: `arms` (name -> {dotted.key: value}) and `factors` (factor
 -> level -> {dotted.key: value}), whose product adds one arm per combination of levels, named `<level>_<level>`.
-Hydra sweeps `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`) and each job applies its arm here, with
-the schema's struct mode on: a key the schema lacks or a value of the wrong type is a `ConfigError` naming the
-grid, the arm, the key and the closest valid keys, in the command line's words (`training.errors`). A run's id
-hashes the config's difference from the schema defaults, so a key added later at its default changes no id.
+The sweeper (`training.sweep`) crosses `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`); each job's arm
+is applied here, with the schema's struct mode on: a key the schema lacks or a value of the wrong type is a
+`ConfigError` naming the grid, the arm, the key and the closest valid keys, in the command line's words
+(`training.errors`). A run's id hashes the config's difference from the schema defaults, so a key added later at
+its default changes no id.
 """
 
 from __future__ import annotations
@@ -138,10 +139,6 @@ def run_id(cfg: DictConfig | Mapping[str, Any], arm: str | None = None, seed: in
 
 
 # --- resolvers ---------------------------------------------------------------------------------------------------
-def _run_id_resolver(*, _root_: DictConfig) -> str:
-    return run_id(OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]))
-
-
 def _iso_steps_resolver(flops: float | None, *, _root_: DictConfig) -> int:
     if flops is None:
         raise ConfigError("ablation.compute_budget: got None; allowed: a number of training FLOPs (an arm sets it)")
@@ -150,12 +147,8 @@ def _iso_steps_resolver(flops: float | None, *, _root_: DictConfig) -> int:
 
 
 def register_resolvers() -> None:
-    """`wb_*` resolvers used by conf/train.yaml and the grids (sweep values, dir names, window sizes, steps)."""
+    """`wb_*` resolvers the grids' values use (window sizes, widths, IsoFLOP steps)."""
     resolvers = {
-        "wb_run_id": _run_id_resolver,
-        "wb_if": lambda cond, then, otherwise: then if cond else otherwise,
-        "wb_join": lambda xs: ",".join(str(x) for x in xs),
-        "wb_arms": lambda arms, factors: ",".join(arm_table({"arms": arms, "factors": factors})),
         "wb_div": lambda a, b: int(a) // int(b),
         "wb_mul": lambda a, b: int(a) * int(b),
         "wb_iso_steps": _iso_steps_resolver,

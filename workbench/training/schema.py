@@ -287,6 +287,11 @@ class AblationConfig:
     margin: float | None = number(None, null=True)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
+    bracket: bool = True  # with lrs: an arm whose best rate is at an edge of those tried gets the next rate beyond
+    lr_bounds: list[float] = ranged([1.0e-6, 10.0], "two numbers 0 < low < high",  # noqa: RUF009 (bracketing's)
+                                    lambda v: len(v) == 2 and 0 < v[0] < v[1])  # fmt: skip
+    max_seeds: int | None = integer(None, 2, null=True)  # seeds until decided, up to this many; null: seeds only
+    seed_step: int | None = integer(None, 1, null=True)  # seeds added per look; null: as many as the first round
     arms: dict[str, Any] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)  # named values the grid's keys interpolate
@@ -300,6 +305,7 @@ QUICK_OVERRIDES = {
     "model": "tiny", "data.seq_len": 64, "data.batch_size": 4, "data.val_tokens": 1024, "trainer.max_steps": 4,
     "trainer.val_check_interval": 4, "trainer.log_every_n_steps": 1, "trainer.throughput_window": 2,
     "trainer.progress_bar": False, "optim.warmup_steps": 1, "logger.kind": "none",
+    "ablation.bracket": False,  # a few steps cannot place an optimum; a quick grid runs as written
 }  # fmt: skip
 
 

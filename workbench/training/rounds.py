@@ -1,0 +1,142 @@
+"""What a grid's next round adds, read from the results of the jobs so far (`workbench.decide` has the statistics):
+
+1. bracketing first: an arm (the baseline included) whose best rate on the selection split sits at an edge of the
+   rates it tried gets the next rate beyond that edge, at every one of its seeds (all seeds of an arm share its
+   rates), until its optimum is interior, the rate beyond diverged, or `ablation.lr_bounds` is reached;
+2. then seeds until decided (`ablation.max_seeds`): each look decides the arms at the look's alpha
+   (`decide.look_alpha`: alpha split over the planned looks, Holm across arms); arms still `inconclusive` get
+   `ablation.seed_step` more seeds at each of their rates, and the baseline every seed an arm has, until decided or
+   at `max_seeds`.
+A round is a list of axis combinations ({ablation.arm, seed, optim.lr}) and the reason it was added.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from workbench import decide
+from workbench.training.results import RESULTS_FILE
+from workbench.training.sweep import ARM, LR, SEED, SweepJob
+
+STATE_FILE = "sweep.json"  # the sweep's rounds and looks: analysis.report reads the alpha it must decide at
+
+
+@dataclass
+class Settings:
+    """The grid's round keys, read once from its `ablation` config."""
+
+    bracket: bool
+    bounds: tuple[float, float]
+    step: float
+    first_seeds: int
+    seed_step: int
+    max_seeds: int | None
+    alpha: float
+    baseline: str | None
+    control: str | None
+    margin: float | None
+    metric: str
+
+    @classmethod
+    def of(cls, ablation: DictConfig, seeds: list[Any], lrs: list[float]) -> Settings:
+        first, (lo, hi) = len(seeds), ablation.lr_bounds
+        return cls(bool(ablation.bracket) and len(lrs) > 0, (float(lo), float(hi)),
+                   decide.log_step(sorted(lrs)) if lrs else 3.0, first, int(ablation.seed_step or first),
+                   None if ablation.max_seeds is None else int(ablation.max_seeds), decide.ALPHA, ablation.baseline,
+                   ablation.control, None if ablation.margin is None else float(ablation.margin),
+                   str(ablation.metric))  # fmt: skip
+
+    @property
+    def max_looks(self) -> int:
+        return decide.planned_looks(self.first_seeds, self.seed_step, self.max_seeds)
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def runs_frame(jobs: list[SweepJob]) -> pd.DataFrame:
+    """One row per job: its arm, seed and rate, and its results.json's numbers (status "incomplete" without one)."""
+    rows = []
+    for job in jobs:
+        cfg = job.run.cfg
+        results = read_results(job.run.run_dir) or {"status": "incomplete"}
+        flat = {k: v for k, v in results.items() if not isinstance(v, dict | list)}
+        rows.append({**flat, ARM: cfg.ablation.arm, SEED: int(cfg.seed), LR: float(cfg.optim.lr),
+                     "model.vocab_size": int(cfg.model.vocab_size)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _seeds(runs: pd.DataFrame, arm: str) -> list[int]:
+    return sorted(runs.loc[runs[ARM] == arm, SEED].unique().tolist())
+
+
+def _rates(runs: pd.DataFrame, arm: str) -> list[float]:
+    return sorted(runs.loc[runs[ARM] == arm, LR].unique().tolist())
+
+
+def bracketing(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], str]:
+    """The next rates of every unbracketed arm, at each of its seeds; and why."""
+    table = decide.brackets(runs, bounds=s.bounds, step=s.step, bracket=True)
+    combos, why = [], []
+    for row in table.to_dict("records"):
+        if row["bracketed"] or row["next_lr"] is None or pd.isna(row["next_lr"]):
+            continue
+        arm, lr = row["arm"], float(row["next_lr"])
+        side = "top" if lr > row["best_lr"] else "bottom"
+        why.append(f"{arm}'s best rate {row['best_lr']:g} is the {side} of those tried: adding {lr:g}")
+        combos += [{ARM: arm, SEED: str(seed), LR: str(lr)} for seed in _seeds(runs, arm)]
+    return combos, "; ".join(why)
+
+
+def decisions(runs: pd.DataFrame, s: Settings) -> pd.DataFrame:
+    """The arms' decisions at a look, at the alpha each look may spend."""
+    done = runs[runs["status"].isin(["completed", "failed"])]
+    return decide.summarize(done, s.baseline or str(done[ARM].iloc[0]), s.metric, margin=s.margin,
+                            control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks))  # fmt: skip
+
+
+def more_seeds(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], str]:
+    """After a look: `seed_step` more seeds for every inconclusive arm under `max_seeds` (at each of its rates),
+    and for the baseline every seed those arms will have; and why."""
+    if s.max_seeds is None:
+        return [], ""
+    table = decisions(runs, s)
+    base = s.baseline or str(runs[ARM].iloc[0])
+    combos, grown = [], []
+    for row in table.to_dict("records"):
+        arm = row["arm"]
+        have = _seeds(runs, arm)
+        if arm == base or row["decision"] != "inconclusive" or len(have) >= s.max_seeds:
+            continue
+        new = range(max(have) + 1, max(have) + 1 + min(s.seed_step, s.max_seeds - len(have)))
+        grown.append(f"{arm} inconclusive at {len(have)} seeds")
+        combos += [{ARM: arm, SEED: str(seed), LR: str(lr)} for seed in new for lr in _rates(runs, arm)]
+    if combos:
+        needed = sorted({int(c[SEED]) for c in combos} - set(_seeds(runs, base)))
+        combos += [{ARM: base, SEED: str(seed), LR: str(lr)} for seed in needed for lr in _rates(runs, base)]
+    return combos, "; ".join(grown)
+
+
+def worst_case_jobs(arms: int, seeds: int, lrs: list[float], s: Settings) -> int:
+    """Jobs if every round runs to its cap: every arm at `max_seeds` seeds and at every rate out to both bounds."""
+    n_rates = max(1, len(lrs))
+    if s.bracket and lrs:
+        n_rates += max(0, math.ceil(math.log(s.bounds[1] / max(lrs)) / math.log(s.step) - 1e-9))
+        n_rates += max(0, math.ceil(math.log(min(lrs) / s.bounds[0]) / math.log(s.step) - 1e-9))
+    return arms * max(seeds, s.max_seeds or 0) * n_rates
+
+
+def write_state(directory: Path, s: Settings, looks: int, rounds: list[dict[str, Any]]) -> None:
+    state = {"looks": looks, "max_looks": s.max_looks, "alpha": s.alpha, "bracket": s.bracket,
+             "lr_bounds": list(s.bounds), "lr_step": s.step, "rounds": rounds}  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
