@@ -80,6 +80,10 @@ def composition_flags() -> argparse.ArgumentParser:
     p.add_argument("--config-path", "-cp")
     p.add_argument("--config-name", "-cn", default="train")
     p.add_argument("--multirun", "-m", action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--experimental-rerun",)):  # flags with a value
+        p.add_argument(*flags)
+    for flags in (("--resolve",), ("--run", "-r"), ("--version",)):
+        p.add_argument(*flags, action="store_true")
     for flag in ("--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--info", "-i"):
         p.add_argument(flag, action="store_true", dest=flag.strip("-").replace("-", "_"))
     return p
@@ -89,7 +93,9 @@ def check_composition(argv: list[str]) -> None:
     """Compose what Hydra is about to compose (same config dir, search path, config name and fixed overrides), so
     that a bad key, value or option is one `error:` line, not Hydra's report; a multirun's sweeps are the sweeper's."""
     flags, overrides = composition_flags().parse_known_args(argv)
-    if any(vars(flags).get(k) for k in ("help", "h", "hydra_help", "shell_completion", "sc", "info", "i")):
+    if flags.experimental_rerun or any(
+        vars(flags).get(k) for k in ("help", "h", "hydra_help", "shell_completion", "sc", "info", "i", "version")
+    ):
         return
     overrides = [a for a in overrides if not a.startswith("-")]
     parsed = parse(overrides)
@@ -97,10 +103,13 @@ def check_composition(argv: list[str]) -> None:
         raise ConfigError(f"{sweeps[0].key_or_group}: got the sweep {sweeps[0].input_line.partition('=')[2]!r}; "
                           "allowed: one value, or the same sweep under --multirun")  # fmt: skip
     fixed = fixed_overrides(parsed)
-    if flags.config_dir:
-        fixed.append(f"hydra.searchpath=[file://{Path(flags.config_dir).expanduser().absolute()}]")
-    config_dir = Path(flags.config_path).absolute() if flags.config_path else CONF_DIR
-    checked_compose(fixed, config_dir=config_dir, config_name=flags.config_name)
+    primary = Path(flags.config_path).absolute() if flags.config_path else CONF_DIR
+    if flags.config_dir:  # Hydra searches it after the primary dir; a config named there is found there
+        extra = Path(flags.config_dir).expanduser().absolute()
+        if (extra / f"{flags.config_name}.yaml").is_file() and not (primary / f"{flags.config_name}.yaml").is_file():
+            primary, extra = extra, primary
+        fixed.append(f"hydra.searchpath=[file://{extra}]")
+    checked_compose(fixed, config_dir=primary, config_name=flags.config_name)
 
 
 def main() -> None:

@@ -8,6 +8,9 @@ from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_loader import ConfigLoader
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -29,19 +32,47 @@ def register_configs() -> None:
 
 
 def compose_train(overrides: list[str], hydra_node: bool = False, config_dir: Path = CONF_DIR,
-                  config_name: str = "train") -> DictConfig:  # fmt: skip
-    """The composed `train` config for these command-line overrides (with the `hydra` node when asked)."""
+                  config_name: str = "train", check: bool = False) -> DictConfig:  # fmt: skip
+    """The composed `train` config for these command-line overrides (with the `hydra` node when asked); `check`:
+    first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one)."""
     register_configs()
     with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
+        if check:
+            check_choices(overrides, GlobalHydra.instance().config_loader(), config_name)
         return compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
 
 
+def check_choices(overrides: list[str], loader: ConfigLoader, config_name: str) -> None:
+    groups = set(loader.list_groups(""))
+    for o in OverridesParser.create().parse_overrides(overrides):
+        group = o.key_or_group
+        if group.startswith("hydra") or o.is_delete() or group.split("/")[0] not in groups:
+            continue
+        options = loader.get_group_options(group, config_name=config_name, overrides=overrides)
+        for value in o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]:
+            if options and value is not None and str(value) not in options:
+                public = ", ".join(x for x in options if not x.startswith("_"))
+                raise ConfigError(f"{group}: got {value!r}; allowed: {public}")
+
+
 def checked_compose(overrides: list[str], hydra_node: bool = True, **where: object) -> DictConfig:
-    """`compose_train`, a composition failure as a `ConfigError` in the command line's words."""
+    """`compose_train` with its checks, a composition failure as a `ConfigError` in the command line's words."""
     try:
-        return compose_train(overrides, hydra_node, **where)
+        return compose_train(overrides, hydra_node, check=True, **where)
     except (HydraException, OmegaConfBaseException) as e:
-        raise from_composition(e) from e
+        raise package_hint(from_composition(e), overrides) from e
+
+
+def package_hint(e: ConfigError, overrides: list[str]) -> ConfigError:
+    """A grid file without `# @package _global_` lands under `ablation.` (Hydra's default package for the group), where
+    its keys and `override /group` lines fail: say what to add instead of the key Hydra could not place."""
+    text = str(e)
+    if "'ablation.ablation" not in text and "@ablation." not in text:
+        return e
+    grids = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("ablation=")]
+    name = grids[0] if grids else "<name>"
+    return ConfigError(f"grid file ablation/{name}.yaml: its keys landed under 'ablation.' ({text}); allowed: a grid "
+                       "file whose first line is `# @package _global_` (add that line)")  # fmt: skip
 
 
 def validated_plan(cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None) -> list[Job]:

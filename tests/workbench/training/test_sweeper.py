@@ -1,0 +1,151 @@
+"""The sweeper owns the job list: a grid in the user's own folder is validated like a shipped one under every Hydra
+flag, and the rounds bracket each arm's rate and add seeds until decided."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.report import report
+from tests.workbench.train_helpers import FAST, run_cli
+from workbench import train
+
+GRID = """# @package _global_
+defaults:
+  - _base
+ablation:
+  name: mine
+  baseline: a
+  margin: 0.05
+  seeds: {seeds}
+  lrs: {lrs}
+  arms:
+{arms}
+"""
+ARMS = "    a: {model.window: 16}\n    b: {model.window: 32}"
+
+
+def write_grid(folder: Path, name: str = "mine", seeds: str = "[0]", lrs: str = "[3.0e-3]", arms: str = ARMS,
+               header: bool = True) -> Path:  # fmt: skip
+    text = GRID.format(seeds=seeds, lrs=lrs, arms=arms)
+    (folder / "ablation").mkdir(parents=True, exist_ok=True)
+    (folder / "ablation" / f"{name}.yaml").write_text(text if header else text.split("\n", 1)[1])
+    return folder
+
+
+def cli(monkeypatch, capsys, argv: list[str]) -> tuple[int, str, str]:
+    """`python -m workbench.train <argv>` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["workbench.train", *argv])
+    code = 0
+    try:
+        train.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+BAD_ARM = "+ablation.arms.bad={optim.lrr: 0.5}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--multirun", "+ablation=mine", BAD_ARM],  # multirun
+        ["+ablation=mine", BAD_ARM, "hydra.sweep.dir=SWEEP", "--multirun"],  # the flag after the overrides
+        ["-m", "+ablation=mine", BAD_ARM, "dry_run=true"],  # dry run
+        ["+ablation=mine", BAD_ARM, "ablation.arm=bad"],  # a single run of the arm
+    ],
+    ids=["multirun", "flag-after", "dry-run", "run"],
+)
+def test_a_grid_in_the_users_folder_is_validated_like_a_shipped_one(argv, tmp_path, monkeypatch, capsys):
+    folder = write_grid(tmp_path / "grids")
+    where = [f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    argv = [a.replace("SWEEP", str(tmp_path / "sweep")) for a in argv]
+    flags_last = argv[-1].startswith("-")  # argparse takes no override after a trailing flag: Hydra's own rule
+    argv = [*argv[:-1], *where, argv[-1]] if flags_last else [*argv, *where]
+    code, _, err = cli(monkeypatch, capsys, ["--config-dir", str(folder), *argv])
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: grid mine, arm bad: unknown config key 'optim.lrr'"), err
+    assert "did you mean lr" in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
+
+
+def test_the_dry_run_of_a_users_grid_prices_its_jobs_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    folder = write_grid(tmp_path / "grids", seeds="[0, 1]", lrs="[1.0e-3, 3.0e-3]")
+    code, out, err = cli(monkeypatch, capsys, ["-cd", str(folder), "-m", "+ablation=mine", "dry_run=true",
+                                               f"hydra.sweep.dir={tmp_path / 'sweep'}"])  # fmt: skip
+    assert code == 0, err
+    assert "8 job(s) in 8 plan(s)" in out  # 2 arms x 2 seeds x 2 rates
+    assert "first round (the grid as written)" in out and "worst case, every round to its cap" in out
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_grid_file_without_its_package_line_is_one_error_saying_what_to_add(tmp_path, monkeypatch, capsys):
+    folder = write_grid(tmp_path / "grids", header=False)
+    code, _, err = cli(monkeypatch, capsys, ["--config-dir", str(folder), "-m", "+ablation=mine", "dry_run=true"])
+    assert code == 2 and "Traceback" not in err
+    assert "# @package _global_" in err and "mine" in err, err
+
+
+def test_hydra_flags_cfg_info_and_config_name_pass_through(tmp_path, monkeypatch, capsys):
+    folder = write_grid(tmp_path / "grids")
+    code, out, _ = cli(monkeypatch, capsys, ["--config-dir", str(folder), "+ablation=mine", "--cfg", "job"])
+    assert code == 0 and "name: mine" in out and "baseline: a" in out
+    code, out, _ = cli(monkeypatch, capsys, ["--info", "searchpath"])
+    assert code == 0 and "workbench/conf" in out
+    (tmp_path / "grids" / "other.yaml").write_text("defaults:\n  - train\n  - _self_\nseed: 7\n")
+    code, out, err = cli(monkeypatch, capsys, ["-cd", str(tmp_path / "grids"), "--config-name", "other", "--cfg",
+                                               "job"])  # fmt: skip
+    assert code == 0 and "seed: 7" in out, err
+    code, _, err = cli(monkeypatch, capsys, ["-cd", str(tmp_path / "grids"), "-cn", "other", "model.windoww=3"])
+    assert code == 2 and "model.windoww" in err and "did you mean window" in err
+
+
+def _statuses(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+@pytest.mark.slow
+def test_rates_below_the_optimum_are_bracketed_until_it_is_interior(tmp_path):
+    """Every rate the grid gives lies far below the optimum: the sweeper adds rates upward until each arm's best is
+    interior, and the report decides; with `ablation.bracket=false` the same grid reports `unbracketed`."""
+    folder = write_grid(tmp_path / "grids", seeds="[0, 1]", lrs="[1.0e-4, 3.0e-4]")
+    args = ["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.margin=1.0",
+            "ablation.lr_bounds=[1.0e-6,0.1]", *FAST, "trainer.max_steps=12", "logger=none"]  # fmt: skip
+    sweep = tmp_path / "bracketed"
+    done = run_cli([*args, f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((sweep / "sweep.json").read_text())
+    assert len(state["rounds"]) > 1 and "is the top of those tried" in state["rounds"][1]["why"]
+    summary = report(sweep)
+    for row in summary.to_dict("records"):
+        rates = [float(x) for x in str(row["lrs_tried"]).split(";")]
+        assert row["bracketed"] and rates[0] < row["best_lr"] < rates[-1] or row["best_lr"] == rates[-1] == 0.1, row
+    assert set(summary["decision"]) <= {"baseline", "better", "worse", "equivalent", "inconclusive"}
+    fixed = tmp_path / "fixed"
+    once = run_cli([*args, "ablation.bracket=false", f"hydra.sweep.dir={fixed}"])
+    assert once.returncode == 0, once.stderr[-3000:]
+    assert len(_statuses(fixed)) == 2 * 2 * 2  # the grid as written: 2 arms x 2 seeds x 2 rates, no round added
+    assert set(report(fixed)["decision"]) == {"unbracketed"}
+
+
+@pytest.mark.slow
+def test_seeds_until_decided_stop_a_hopeless_arm_early_and_never_split_an_identical_one(tmp_path):
+    arms = "    a: {model.window: 16}\n    same: {model.window: 16}\n    hopeless: {optim.lr: 1.0e-7}"
+    folder = write_grid(tmp_path / "grids", seeds="[0, 1, 2]", lrs="[]", arms=arms)
+    sweep = tmp_path / "seeds"
+    done = run_cli(["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.max_seeds=9",
+                    "optim.lr=3e-3", *FAST, "trainer.max_steps=12", "logger=none", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    seeds = pd.Series({name: r["seed"] for name, r in _statuses(sweep).items()})
+    per_arm = seeds.groupby(lambda name: name.split("_s")[0]).nunique()
+    assert per_arm["hopeless"] == 3 < 9  # decided at the first look
+    summary = report(sweep).set_index("arm")
+    assert summary.loc["hopeless", "decision"] == "worse"
+    assert summary.loc["same", "decision"] not in ("better", "worse")
