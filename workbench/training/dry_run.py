@@ -66,12 +66,12 @@ def dry_run(plans: list[list[Job]]) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rates = {p: achieved_flops(device, p) for p in sorted({c.precision for c in costs})}
     rows = [[c.job.what, c.job.run_dir.name, c.params["total"], c.params["non_embedding"], f"{c.flops_per_token:.4g}",
-             "-" if c.decode_flops_per_token is None else f"{c.decode_flops_per_token:.4g}", c.kv_bytes, c.steps,
+             c.kv_bytes, "-" if c.decode_flops_per_token is None else f"{c.decode_flops_per_token:.4g}", c.steps,
              f"{c.flops:.3g}", f"{c.flops / rates[c.precision][0] / 60:.1f}"] for c in costs]  # fmt: skip
     context = plans[0][-1].cfg.kv_reference_context if plans else 0
     print(f"dry run: {len(costs)} job(s) in {len(plans)} plan(s), dependencies included; nothing is trained")
     print(tabulate(rows, ["job", "run dir", "params", "non-emb params", "train FLOPs/token",
-                          "decode FLOPs/sampled token", f"KV bytes @{context}", "steps", "FLOPs", "est. min"],
+                          f"KV bytes @{context}", "decode FLOPs/sampled token", "steps", "FLOPs", "est. min"],
                    intfmt=","))  # fmt: skip
     total = sum(c.flops / rates[c.precision][0] for c in costs)
     print(f"total: {sum(c.flops for c in costs):.4g} FLOPs, est. {total / 60:.1f} min sequential")
