@@ -5,8 +5,14 @@ supply the numbers) on the embedded stdlib corpus, in a temporary run dir with n
 datasheet peak Lightning knows for a GPU (or `--peak-flops`), and against a measured dense-matmul rate on CPU.
 On CUDA the attention auto path runs flash (SDPA) on global layers and compiled flex_attention on local ones.
 
+`--modes` puts distillation beside plain training, one row per preset and mode: `off_policy` (Gemma's 256
+sampled teacher logits per token) and `on_policy` (GKD: half the rows are the student's own continuations, sampled
+with the KV cache in one batch; `sampled tok/s` counts them). The teacher is the student's preset trained for the
+warmup steps only (its weights do not change the speed), a planned job run first.
+
 Usage: `python -m benchmarks.train_speed [--presets tiny small] [--steps 30] [--precision bf16-mixed]
-[--batch-size 8] [--seq-len N] [--device auto|cpu|cuda] [--compile] [--peak-flops F] [--quick]`.
+[--batch-size 8] [--seq-len N] [--device auto|cpu|cuda] [--compile] [--peak-flops F] [--quick]
+[--modes none off_policy on_policy] [--prompt-len 32] [--new-tokens 32]`.
 GPU benchmark: `python -m benchmarks.train_speed --presets base125m --device cuda --batch-size 16 --steps 50`.
 """
 
@@ -26,6 +32,25 @@ from workbench.training.compose import compose_train
 from workbench.training.jobs import train
 
 QUICK = {"steps": 2, "batch_size": 2, "seq_len": 64}  # a smoke run of the code path, seconds on CPU
+MODES = ("none", "off_policy", "on_policy")
+MIX = 0.5  # on_policy: the fraction of each batch's rows the student samples
+
+
+def mode_overrides(mode: str, preset: str, steps: int, run_dir: Path, prompt_len: int, new_tokens: int) -> list[str]:
+    """The distill keys of a mode; the teacher `preset` after the warmup steps only, shared by the modes."""
+    if mode == "none":
+        return []
+    teacher = [f"distill.teacher_model={preset}", f"distill.teacher_steps={_warmup(steps)}",
+               f"distill.cache_dir={run_dir / 'distill'}"]  # fmt: skip
+    if mode == "off_policy":
+        return ["distill=sampled", *teacher]
+    return [
+        "distill=on_policy",
+        f"distill.on_policy_mix={MIX}",
+        f"distill.prompt_len={prompt_len}",
+        f"distill.new_tokens={new_tokens}",
+        *teacher,
+    ]
 
 
 def measure(
@@ -38,15 +63,21 @@ def measure(
     seq_len: int | None = None,
     compile: bool = False,
     peak_flops: float | None = None,
+    distill: list[str] | None = None,
 ) -> dict[str, object]:
     overrides = [f"model={preset}", "logger=none", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                  f"trainer.precision={precision}", f"data.batch_size={batch_size}", "data.val_tokens=512",
                  f"trainer.throughput_window={max(2, steps // 2)}", "trainer.progress_bar=false",
                  f"trainer.accelerator={device}", f"trainer.compile={compile}",
-                 f"optim.warmup_steps={max(1, steps // 2)}",  # the schedule must fit the run; speed ignores it
+                 f"optim.warmup_steps={_warmup(steps)}",  # the schedule must fit the run; speed ignores it
                  *([f"data.seq_len={seq_len}"] if seq_len else []),
-                 *([f"trainer.peak_flops={peak_flops}"] if peak_flops else [])]  # fmt: skip
-    return train(compose_train(overrides), run_dir / preset)
+                 *([f"trainer.peak_flops={peak_flops}"] if peak_flops else []), *(distill or [])]  # fmt: skip
+    name = preset if not distill else f"{preset}_{distill[0].removeprefix('distill=')}"
+    return train(compose_train(overrides), run_dir / name)
+
+
+def _warmup(steps: int) -> int:
+    return max(1, steps // 2)
 
 
 def _check_device(device: str, precision: str, peak_flops: float | None) -> None:
@@ -71,19 +102,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (trainer.compile)")
     parser.add_argument("--peak-flops", type=float, default=None, help="MFU denominator where Lightning has none")
     parser.add_argument("--quick", action="store_true", help=f"override steps, batch and length with {QUICK}")
+    parser.add_argument("--modes", nargs="+", default=["none"], choices=MODES, help="plain training, distillation")
+    parser.add_argument("--prompt-len", type=int, default=32, help="on_policy: prompt tokens of a sampled row")
+    parser.add_argument("--new-tokens", type=int, default=32, help="on_policy: tokens the student samples per row")
     args = parser.parse_args(argv)
     _check_device(args.device, args.precision, args.peak_flops)
     if args.quick:
         args.steps, args.batch_size, args.seq_len = QUICK["steps"], QUICK["batch_size"], QUICK["seq_len"]
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets:
+        for preset, mode in ((p, m) for p in args.presets for m in args.modes):
+            distill = mode_overrides(mode, preset, args.steps, Path(tmp), args.prompt_len, args.new_tokens)
             r = measure(preset, args.steps, args.precision, args.batch_size, Path(tmp), args.device, args.seq_len,
-                        args.compile, args.peak_flops)  # fmt: skip
+                        args.compile, args.peak_flops, distill)  # fmt: skip
             results.append(r)
             tokens_per_step = r["tokens_seen"] // r["steps"]
-            rows.append([preset, f"{r['params']['total'] / 1e6:.2f}M", tokens_per_step, f"{r['tokens_per_s']:,.0f}",
-                         f"{r['mfu']:.1%}", f"{r['peak_flops'] / 1e9:,.0f}"])  # fmt: skip
+            sampled = _sampled_per_s(r, args.batch_size, args.new_tokens) if mode == "on_policy" else "-"
+            rows.append([preset, mode, f"{r['params']['total'] / 1e6:.2f}M", tokens_per_step,
+                         f"{r['tokens_per_s']:,.0f}", sampled, f"{r['mfu']:.1%}",
+                         f"{r['peak_flops'] / 1e9:,.0f}"])  # fmt: skip
     cuda = r["device"].startswith("cuda")
     peak = (
         "the datasheet peak" if cuda and not args.peak_flops else "--peak-flops" if cuda else "a measured matmul peak"
@@ -92,8 +129,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     print(f"train throughput, {args.precision}, batch {args.batch_size}, {args.steps} steps, device {r['device']} "
           f"({r['device_name']}), torch {r['torch_version']}, {r['threads']} threads, compile {args.compile}; "
           f"MFU against {peak}")  # fmt: skip
-    print_table(["preset", "params", "tokens/step", "tokens/s", "MFU", "peak GFLOP/s"], rows)
+    print_table(["preset", "mode", "params", "tokens/step", "tokens/s", "sampled tok/s", "MFU", "peak GFLOP/s"], rows)
     return results
+
+
+def _sampled_per_s(r: dict, batch_size: int, new_tokens: int) -> str:
+    """Tokens the student sampled per second: its on-policy rows per batch x new_tokens, at the batches' rate."""
+    sampled_per_step = round(MIX * batch_size) * new_tokens
+    return f"{sampled_per_step * r['tokens_per_s'] / (r['tokens_seen'] // r['steps']):,.0f}"
 
 
 if __name__ == "__main__":

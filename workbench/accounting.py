@@ -91,6 +91,24 @@ def training_flops(cfg: ModelConfig, seq_len: int) -> int:
     return 3 * forward_flops(cfg, seq_len)
 
 
+def generation_flops(cfg: ModelConfig, prompt_len: int, new_tokens: int) -> int:
+    """Forward FLOPs of `workbench.generate.generate` for one sequence: the prompt's prefill, then one cached
+    decode step per sampled token but the last (its logits are never needed). Divided by `new_tokens`: the
+    decode FLOPs per sampled token."""
+    if prompt_len < 1 or new_tokens < 0:
+        raise ValueError(f"prompt_len, new_tokens: got {prompt_len}, {new_tokens}; allowed: >= 1, >= 0")
+    if new_tokens == 0:
+        return 0
+    decode = range(prompt_len, prompt_len + new_tokens - 1)
+    return forward_flops(cfg, prompt_len) + sum(forward_flops(cfg, 1, start) for start in decode)
+
+
+def on_policy_row_flops(cfg: ModelConfig, prompt_len: int, new_tokens: int) -> int:
+    """The student's FLOPs for one on-policy distillation row: sampling `new_tokens` after the prompt, then
+    forward + backward over the prompt_len + new_tokens - 1 inputs that score them (`workbench.on_policy`)."""
+    return generation_flops(cfg, prompt_len, new_tokens) + training_flops(cfg, prompt_len + new_tokens - 1)
+
+
 def iso_flop_steps(flops: float, model: ModelConfig, batch_size: int, seq_len: int) -> int:
     """Optimiser steps of `batch_size` sequences of `seq_len` tokens at which `model` spends `flops` training
     FLOPs, counted as MFU and the dry run count them (`training_flops`: attended pairs, 3 x forward), rounded

@@ -1,5 +1,5 @@
 """Knowledge distillation from sampled teacher distributions (Gemma 2/3), the full-distribution loss, and a disk
-cache of teacher targets that a grid of students shares.
+cache of teacher targets that a grid of students shares; on-policy distillation's loss is `workbench.on_policy`'s.
 
 A target is sparse: per token, `ids` (k vocabulary entries) and `weights` (summing to 1). The student's loss is
 the cross-entropy -sum_j weights_j * log p_student(ids_j).
@@ -28,6 +28,7 @@ from torch import nn
 
 from workbench.checkpoints import checkpoint_file, load_model_from_checkpoint
 from workbench.data.bundle import IGNORE, DataBundle
+from workbench.on_policy import OnPolicy
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]  # input_ids (B, T) -> logits (B, T, vocab)
 HF_PREFIX = "hf:"  # a teacher spec hf:<dir>: a `transformers` causal LM saved there
@@ -207,7 +208,10 @@ def load_teacher(spec: str | Path) -> nn.Module:
 
 class Distiller:
     """A frozen teacher and how its outputs become the student's loss. A plain object, not an `nn.Module`, so
-    Lightning neither saves the teacher in the student's checkpoints nor counts or optimises its parameters."""
+    Lightning neither saves the teacher in the student's checkpoints nor counts or optimises its parameters.
+
+    `kind` is what the rows the student does not sample get: sampled, topk, full, or none (the next-token loss
+    only); `on_policy`, when given, how the first `on_policy.rows(batch)` rows are sampled and scored instead."""
 
     def __init__(
         self,
@@ -217,10 +221,15 @@ class Distiller:
         alpha: float,
         cached: tuple[CachedTargets, dict] | None = None,
         source: str | None = None,
+        on_policy: OnPolicy | None = None,
     ) -> None:
         self.teacher, self.kind, self.k, self.alpha = teacher, kind, k, float(alpha)
         self.source = source  # where the teacher came from (results.json's `teacher`)
         self.cached, self.rows = cached if cached is not None else (None, {})
+        self.on_policy = on_policy
+
+    def on_policy_rows(self, batch_size: int) -> int:
+        return 0 if self.on_policy is None else self.on_policy.rows(batch_size)
 
     def to(self, device: torch.device) -> Distiller:
         self.teacher.to(device)

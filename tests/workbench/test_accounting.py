@@ -13,12 +13,16 @@ from tests.workbench.accounting_checks import check_accounting, fvcore_flops
 from workbench import build_model, get_preset, list_presets
 from workbench.accounting import (
     forward_flops,
+    generation_flops,
     kv_bytes_read_per_token,
     kv_cache_bytes,
     param_counts,
     training_flops,
 )
 from workbench.config import ModelConfig
+from workbench.distill import Distiller
+from workbench.generate import generate
+from workbench.on_policy import OnPolicy
 from workbench.registry import ATTENTION, MLP, NORM, POSITION
 from workbench.training.module import LMModule
 
@@ -247,3 +251,36 @@ def test_bad_dtype_and_context():
         kv_cache_bytes(BASE, 10, dtype="int3")
     with pytest.raises(ValueError, match="context_len and batch_size: got 0, 1"):
         kv_cache_bytes(BASE, 0)
+
+
+class Generate(nn.Module):
+    """`generate` greedily (fvcore traces one path; sampling would cost the same): prefill, then cached decodes."""
+
+    def __init__(self, model: nn.Module, new_tokens: int) -> None:
+        super().__init__()
+        self.model, self.new_tokens = model, new_tokens
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return generate(self.model, ids, self.new_tokens)
+
+
+# decodes inside and past the window of 4, one sampled token (a prefill only)
+@pytest.mark.parametrize("kind, prompt, new", [({}, 3, 9), ({"attention": "mla"}, 6, 5), (SHARED, 3, 1)], ids=str)
+def test_generation_flops_equal_fvcore_of_generate(kind, prompt, new):
+    cfg = BASE.replace(**kind)
+    model = build_model(cfg).eval()
+    counted = fvcore_flops(Generate(model, new), torch.randint(0, cfg.vocab_size, (2, prompt)))[""]
+    assert counted == 2 * generation_flops(cfg, prompt, new)
+
+
+def test_on_policy_mfu_flops_count_the_sampling_and_the_shorter_rows():
+    """MFU's FLOPs per batch with on-policy distillation: round(mix x batch) rows are sampled (fvcore's count of
+    generate) and trained on prompt + continuation - 1 tokens (3 x fvcore's forward); the others as usual."""
+    on_policy = OnPolicy(mix=0.25, beta=0.5, prompt_len=3, new_tokens=7)
+    module = LMModule(BASE, optim_cfg={}, distiller=Distiller(nn.Identity(), "none", 8, 0.0, on_policy=on_policy))
+    module.set_flops_per_batch(batch_size=8, seq_len=16)
+    model = module.model.eval()
+    sampled = fvcore_flops(Generate(model, 7), torch.randint(0, BASE.vocab_size, (2, 3)))[""]
+    trained = fvcore_flops(model, torch.randint(0, BASE.vocab_size, (2, 9)))[""]
+    rest = fvcore_flops(model, torch.randint(0, BASE.vocab_size, (6, 16)))[""]
+    assert module.flops_per_batch == sampled + 3 * trained + 3 * rest

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
-from workbench.accounting import training_flops
+from workbench.accounting import on_policy_row_flops, training_flops
 from workbench.checkpoints import MODEL_CONFIG_KEY
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
@@ -70,9 +70,14 @@ class LMModule(L.LightningModule):
     def set_flops_per_batch(self, batch_size: int, seq_len: int) -> None:
         """Forward + backward FLOPs of one batch for MFU, in the project's one convention (`workbench.accounting`).
 
-        Attention counts the pairs attended, window-aware, so MFU compares across local:global arms.
+        Attention counts the pairs attended, window-aware, so MFU compares across local:global arms. An on-policy
+        row counts its sampling and its training on prompt and continuation instead (the teacher is not counted).
         """
-        self.flops_per_batch = batch_size * training_flops(self.model_cfg, seq_len)
+        rows = self.distiller.on_policy_rows(batch_size) if self.distiller is not None else 0
+        self.flops_per_batch = (batch_size - rows) * training_flops(self.model_cfg, seq_len)
+        if rows:
+            op = self.distiller.on_policy
+            self.flops_per_batch += rows * on_policy_row_flops(self.model_cfg, op.prompt_len, op.new_tokens)
 
     @property
     def last_train_loss(self) -> float:
@@ -86,18 +91,38 @@ class LMModule(L.LightningModule):
         return cross_entropy_sum(logits, y), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        nats, logits = self._nats(batch)
-        loss = nats / (batch[1] != IGNORE).sum().clamp(min=1)
-        if self.distiller is not None:
-            kd = self.distiller.kd_loss(logits, *batch)
-            self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
-            loss = self.distiller.mix(kd, loss)
+        x, y = batch
+        rows = self.distiller.on_policy_rows(x.shape[0]) if self.distiller is not None else 0
+        loss = self._off_policy_loss(x[rows:], y[rows:]) if rows < x.shape[0] else None
+        if rows:  # the rows' mean: each row weighs the same, sampled or not
+            divergence = self._on_policy_loss(x[:rows], batch_idx)
+            self.log("train/on_policy_jsd", divergence)
+            loss = divergence if loss is None else (rows * divergence + (x.shape[0] - rows) * loss) / x.shape[0]
         self._watch(loss.detach())
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self._raise_if_diverged()  # before this step's metrics are logged: every logged loss is finite
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean under DDP/FSDP
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def _off_policy_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Next-token loss of the rows, mixed with distillation to the teacher's targets where the distiller has
+        an off-policy kind."""
+        nats, logits = self._nats((x, y))
+        loss = nats / (y != IGNORE).sum().clamp(min=1)
+        if self.distiller is not None and self.distiller.kind != "none":
+            kd = self.distiller.kd_loss(logits, x, y)
+            self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
+            loss = self.distiller.mix(kd, loss)
+        elif self.distiller is not None:
+            self.log("train/next_token_loss", loss)
+        return loss
+
+    def _on_policy_loss(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The student continues the rows' prompts (no gradient), then learns from the teacher's scores of them."""
+        op = self.distiller.on_policy
+        sequences = op.sample(self.model, x, op.generator(x.device, self.global_step, batch_idx))
+        return op.loss(self.model, self.distiller.teacher, sequences)
 
     def _watch(self, loss: torch.Tensor) -> None:
         """Keep the first non-finite loss and its step on the device: no host sync per step."""

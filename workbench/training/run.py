@@ -28,6 +28,7 @@ from workbench.data.datamodule import BundleDataModule
 from workbench.distill import Distiller, HFTeacher, cached_targets, load_teacher
 from workbench.evaluate import mean_loss
 from workbench.long_context import evaluate
+from workbench.on_policy import OnPolicy
 from workbench.precision import device_type, resolve_precision
 from workbench.timing import measured_matmul_flops
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
@@ -177,7 +178,11 @@ def build_distiller(
     if d.cache:
         n_batches = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches
         cached = cached_targets(teacher, bundle, n_batches, d.k, cfg.seed, cache_root)
-    return Distiller(teacher, d.kind, d.k, d.alpha, cached, str(spec))
+    if d.kind != "on_policy":
+        return Distiller(teacher, d.kind, d.k, d.alpha, cached, str(spec))
+    on_policy = OnPolicy(d.on_policy_mix, d.beta, d.prompt_len, d.new_tokens, d.temperature, d.sample_top_k,
+                         str(d.support), d.k, cfg.seed)  # fmt: skip
+    return Distiller(teacher, str(d.off_policy), d.k, d.alpha, cached, str(spec), on_policy)
 
 
 # --- loggers ---------------------------------------------------------------------------------------------------

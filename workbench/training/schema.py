@@ -63,7 +63,9 @@ def text(default: Any) -> Any:
 # the choices of the fields OmegaConf checks by name (a wrong one is an error that lists these)
 Schedule = StrEnum("Schedule", "cosine wsd constant", module=__name__)
 LoggerKind = StrEnum("LoggerKind", "wandb csv none", module=__name__)
-DistillKind = StrEnum("DistillKind", "none sampled topk full", module=__name__)
+DistillKind = StrEnum("DistillKind", "none sampled topk full on_policy", module=__name__)
+OffPolicyKind = StrEnum("OffPolicyKind", "none sampled topk full", module=__name__)  # on_policy's other rows
+Support = StrEnum("Support", "full topk", module=__name__)  # on_policy's divergence: whole vocabulary or top-k
 Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name__)
 Metric = StrEnum("Metric", "val_loss val_bpb val_accuracy", module=__name__)  # what analysis.report compares
 
@@ -113,6 +115,11 @@ class DataConfig:
 
     source: str = MISSING
     batch_size: int = integer(16, 1)  # the global batch (every rank trains on its slice)
+
+
+def training_seq_len(data: Any) -> int:
+    """Tokens per training row: `seq_len`, or an MQAR source's 2 x (num_pairs + num_queries)."""
+    return int(data.get("seq_len") or 2 * (data["num_pairs"] + data["num_queries"]))
 
 
 @dataclass
@@ -258,6 +265,18 @@ class DistillConfig:
     teacher_seed: int = integer(0, 0)
     cache: bool = False  # sampled only: precompute the targets of every training batch once, on disk
     cache_dir: str | None = None  # trained teachers and cached targets; null: beside data.cache_dir
+    # kind on_policy (workbench/on_policy.py, GKD): the first round(on_policy_mix x batch) rows of each batch are
+    # their first prompt_len tokens continued by new_tokens the student samples; the loss there is the generalized
+    # JSD to the teacher (beta 0: forward KL, 1: reverse KL) over the vocabulary or the teacher's top k (support);
+    # the other rows get `off_policy` (none: the next-token loss; else that kind, mixed with alpha as above)
+    on_policy_mix: float = unit(0.5)
+    beta: float = unit(0.5)
+    prompt_len: int = integer(32, 1)
+    new_tokens: int = integer(32, 1)
+    temperature: float = number(1.0, above=True)  # sampling temperature, and the divergence's
+    sample_top_k: int | None = integer(None, 1, null=True)  # sample among the student's top k; null: all
+    support: Support = Support.full
+    off_policy: OffPolicyKind = OffPolicyKind.none
 
 
 @dataclass

@@ -29,7 +29,7 @@ from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError, from_composition, got
 from workbench.training.grid import arm_table
-from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors
+from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors, training_seq_len
 
 MODEL_KEYS = tuple(ModelConfig.__dataclass_fields__)
 
@@ -53,7 +53,7 @@ def validate(cfg: DictConfig) -> ModelConfig:
         )
     _check_data(values["data"], model)
     _check_trainer(values["trainer"], values["data"]["batch_size"])
-    _check_distill(values["distill"], model)
+    _check_distill(values["distill"], model, training_seq_len(values["data"]), values["data"]["batch_size"])
     _check_long_context(values["long_context"], values["data"].get("seq_len", model.max_seq_len), model)
     _check_init_from(values["init_from"])
     _check_ablation(values["ablation"])
@@ -173,7 +173,7 @@ def _check_trainer(t: Mapping[str, Any], batch_size: int) -> None:
                           "(trainer.devices x trainer.num_nodes)")  # fmt: skip
 
 
-def _check_distill(d: Mapping[str, Any], model: ModelConfig) -> None:
+def _check_distill(d: Mapping[str, Any], model: ModelConfig, seq_len: int, batch_size: int) -> None:
     if d["kind"] == "none":  # the other keys are ignored, so a grid's `none` arm keeps the grid's teacher settings
         return
     if (d["teacher"] is None) == (d["teacher_model"] is None):
@@ -191,11 +191,27 @@ def _check_distill(d: Mapping[str, Any], model: ModelConfig) -> None:
         if not ((isinstance(tm, str) and tm in PRESETS) or (isinstance(tm, dict) and not set(tm) - set(MODEL_KEYS))):
             raise ConfigError(f"distill.teacher_model: got {tm!r}; allowed: a preset ({', '.join(PRESETS)}) or a map "
                               f"of model keys ({', '.join(MODEL_KEYS)})")  # fmt: skip
-    if d["kind"] == "topk" and d["k"] > model.vocab_size:
-        raise ConfigError(f"distill.k: got {d['k']} with distill.kind 'topk'; allowed: at most the vocabulary, "
-                          f"{model.vocab_size}")  # fmt: skip
-    if d["cache"] and d["kind"] != "sampled":
-        raise ConfigError(f"distill.cache: got {d['cache']!r} with distill.kind {d['kind']!r}; allowed: with 'sampled'")
+    on_policy = d["kind"] == "on_policy"
+    off_policy = d["off_policy"] if on_policy else d["kind"]  # what the rows the student does not sample get
+    if (off_policy == "topk" or (on_policy and d["support"] == "topk")) and d["k"] > model.vocab_size:
+        raise ConfigError(f"distill.k: got {d['k']} with distill.kind {d['kind']!r}; allowed: at most the "
+                          f"vocabulary, {model.vocab_size}")  # fmt: skip
+    if d["cache"] and off_policy != "sampled":
+        raise ConfigError(f"distill.cache: got {d['cache']!r} with distill.kind {d['kind']!r}; allowed: with 'sampled' "
+                          "(or 'on_policy' with distill.off_policy 'sampled')")  # fmt: skip
+    if on_policy:
+        _check_on_policy(d, seq_len, batch_size)
+
+
+def _check_on_policy(d: Mapping[str, Any], seq_len: int, batch_size: int) -> None:
+    if d["prompt_len"] + d["new_tokens"] > seq_len:
+        raise ConfigError(f"distill.prompt_len, distill.new_tokens: got {d['prompt_len']}, {d['new_tokens']}; "
+                          f"allowed: prompt_len + new_tokens at most the training sequence, {seq_len} tokens (a "
+                          "sampled row is a prompt from a training row and its continuation)")  # fmt: skip
+    if d["on_policy_mix"] > 0 and round(d["on_policy_mix"] * batch_size) == 0:
+        raise ConfigError(f"distill.on_policy_mix: got {d['on_policy_mix']} with data.batch_size {batch_size}, "
+                          f"round(mix x batch) = 0 sampled rows; allowed: 0, or at least {0.5 / batch_size:g} "
+                          "(one row)")  # fmt: skip
 
 
 LONG_CONTEXT_NAMES = {"buckets": "long_context.buckets", "distances": "long_context.passkey_distances",

@@ -126,7 +126,7 @@ def test_rates_below_the_optimum_are_bracketed_until_it_is_interior(tmp_path):
     summary = report(sweep)
     for row in summary.to_dict("records"):
         rates = [float(x) for x in str(row["lrs_tried"]).split(";")]
-        assert row["bracketed"] and rates[0] < row["best_lr"] < rates[-1] or row["best_lr"] == rates[-1] == 0.1, row
+        assert (row["bracketed"] and rates[0] < row["best_lr"] < rates[-1]) or row["best_lr"] == rates[-1] == 0.1, row
     assert set(summary["decision"]) <= {"baseline", "better", "worse", "equivalent", "inconclusive"}
     fixed = tmp_path / "fixed"
     once = run_cli([*args, "ablation.bracket=false", f"hydra.sweep.dir={fixed}"])
@@ -140,8 +140,20 @@ def test_seeds_until_decided_stop_a_hopeless_arm_early_and_never_split_an_identi
     arms = "    a: {model.window: 16}\n    same: {model.window: 16}\n    hopeless: {optim.lr: 1.0e-7}"
     folder = write_grid(tmp_path / "grids", seeds="[0, 1, 2]", lrs="[]", arms=arms)
     sweep = tmp_path / "seeds"
-    done = run_cli(["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.max_seeds=9",
-                    "optim.lr=3e-3", *FAST, "trainer.max_steps=12", "logger=none", f"hydra.sweep.dir={sweep}"])
+    done = run_cli(
+        [
+            "--config-dir",
+            str(folder),
+            "--multirun",
+            "+ablation=mine",
+            "ablation.max_seeds=9",
+            "optim.lr=3e-3",
+            *FAST,
+            "trainer.max_steps=12",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = pd.Series({name: r["seed"] for name, r in _statuses(sweep).items()})
     per_arm = seeds.groupby(lambda name: name.split("_s")[0]).nunique()
