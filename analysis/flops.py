@@ -15,7 +15,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.presets_cli import add_preset_args, print_table, selected_presets
+from tabulate import tabulate
+
+from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import forward_flops, meta_model, training_flops
 from workbench.blocks.attention import attended_pairs
 from workbench.config import ModelConfig
@@ -91,7 +93,7 @@ def print_report(name: str, r: dict[str, Any]) -> None:
     rows = [[lay["layer"], lay["type"], lay["pairs"], _fmt(lay["projections"]), _fmt(lay["attention"]),
              _fmt(lay["mlp"]), _fmt(lay["total"]), _fmt(lay["decode"])] for lay in r["layers"]]  # fmt: skip
     rows.append(["lm head", "", "", "", "", "", _fmt(r["lm_head"]), _fmt(r["lm_head"] / r["context"])])
-    print_table(["layer", "type", "pairs", "qkvo", "attention", "mlp", "prefill", "decode"], rows)
+    print(tabulate(rows, ["layer", "type", "pairs", "qkvo", "attention", "mlp", "prefill", "decode"], intfmt=","))
     print(f"forward (prefill) {_fmt(r['forward'])} = {_fmt(r['forward_per_token'])}/token; "
           f"training (3x) {_fmt(r['training'])} = {_fmt(r['training_per_token'])}/token; "
           f"decode 1 token at context {r['context']:,}: {_fmt(r['decode'])}")  # fmt: skip

@@ -16,8 +16,9 @@ import argparse
 import json
 
 import torch
+from tabulate import tabulate
 
-from analysis.presets_cli import add_preset_args, print_table, selected_presets
+from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import DTYPES, kv_bytes_read_per_token, kv_cache_bytes, kv_cache_bytes_per_layer
 from workbench.blocks.patterns import GLOBAL, LOCAL
 from workbench.config import ModelConfig
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             row += [r["bytes_measured"], str(r["bytes_measured"] == r["bytes"])]
         rows.append(row)
     print(f"KV cache, batch {args.batch}, {args.dtype}; all-global: every layer global, as it is built otherwise")
-    print_table(header, rows)
+    print(tabulate(rows, header, intfmt=","))
 
 
 if __name__ == "__main__":

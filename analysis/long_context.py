@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
+from tabulate import tabulate
 
-from analysis.presets_cli import print_table
 from workbench.checkpoints import CONFIG_FILE, checkpoint_file, load_model_from_checkpoint
 from workbench.long_context import evaluate, val_batches
 
@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     out = evaluate(model, val_batches(data, args.context, cfg.seed), args.buckets, args.distances, args.samples)
     print(f"{args.run}: val loss by position at context {args.context:,} ({data['source']} val split)")
     buckets = pd.DataFrame(out["position_buckets"])
-    print_table(["positions", "loss", "tokens"],
-                [[f"{r.start}-{r.end - 1}", f"{r.loss:.4f}", r.tokens] for r in buckets.itertuples()])  # fmt: skip
+    rows = [[f"{r.start}-{r.end - 1}", f"{r.loss:.4f}", r.tokens] for r in buckets.itertuples()]
+    print(tabulate(rows, ["positions", "loss", "tokens"], intfmt=","))
     if out["passkey"]:
         print(f"\npasskey retrieval, {args.samples} sequences of {args.context:,} tokens per distance")
-        print_table(["distance", "digit accuracy", "exact match"],
-                    [[r.distance, f"{r.digit_accuracy:.3f}", f"{r.exact_match:.3f}"]
-                     for r in pd.DataFrame(out["passkey"]).itertuples()])  # fmt: skip
+        rows = [[r.distance, f"{r.digit_accuracy:.3f}", f"{r.exact_match:.3f}"]
+                for r in pd.DataFrame(out["passkey"]).itertuples()]  # fmt: skip
+        print(tabulate(rows, ["distance", "digit accuracy", "exact match"], intfmt=","))
 
 
 if __name__ == "__main__":

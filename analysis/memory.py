@@ -16,8 +16,10 @@ import json
 import math
 from collections.abc import Mapping
 
+from tabulate import tabulate
+
 from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_all_global, measured_kv_cache_bytes
-from analysis.presets_cli import add_preset_args, print_table, selected_presets
+from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import meta_model
 from workbench.config import ModelConfig
 from workbench.quant.formats import FORMATS, QuantFormat, get_format
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             if context == args.context[0] or r["part"] != "weights":  # the weights once
                 row = [r["preset"], context, r["part"], *(f"{r[k] / GB:.2f}" for k in ["kv_bytes", *FORMATS])]
                 rows.append(row + ([str(r.get("kv_measured_equal", ""))] if args.measure else []))
-    print_table(header, rows)
+    print(tabulate(rows, header, intfmt=","))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from analysis.presets_cli import add_preset_args, print_table, selected_presets
+from tabulate import tabulate
+
+from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import param_counts as count_params
 
 
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = [[name, c["embedding"], c["non_embedding"], c["total"], f"{c['non_embedding'] / 1e6:,.0f}M"]
             for name, c in counts.items()]  # fmt: skip
-    print_table(["preset", "embedding", "non-embedding", "total", "non-emb (M)"], rows)
+    print(tabulate(rows, ["preset", "embedding", "non-embedding", "total", "non-emb (M)"], intfmt=","))
 
 
 if __name__ == "__main__":

@@ -22,12 +22,3 @@ def selected_presets(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return {name: get_preset(name) for name in names}
     except ValueError as err:
         parser.error(str(err))
-
-
-def print_table(header: list[str], rows: list[list[object]]) -> None:
-    cells = [header] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))

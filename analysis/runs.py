@@ -5,10 +5,11 @@ Notebooks and reports read runs only through `load`, so the on-disk layout is kn
   as a fallback) + `metrics.csv` (the curve, read by `load_metrics`). A dir with `metrics.csv` but no
   `results.json` is a run that never finished: it gets a row with status "incomplete". Run dirs nested in
   another run dir (a logger's own `metrics.csv`) are skipped.
-- W&B run dirs (`wandb/offline-run-*`, `wandb/run-*`): config, summary and history replayed from the binary log
-  `run-<id>.wandb` (`analysis.wandb_log`; W&B 0.31 writes an offline run's config and summary nowhere else), or
-  `files/{config.yaml,wandb-summary.json}` where there is no log. Skipped when nested in a training run dir that
-  has a `results.json` (authoritative); a run dir without one defers to its W&B runs.
+- W&B run dirs (`wandb/offline-run-*`, `wandb/run-*`) with `files/{config.yaml,wandb-summary.json}` (what an
+  online run leaves). Skipped when nested in a training run dir that has a `results.json` (authoritative); a run
+  dir without one defers to its W&B runs. An offline run keeps its config and summary only in W&B's internal
+  binary log, which is not read here: its run dir's `results.json` and `metrics.csv` hold the same numbers, and
+  `wandb sync` puts it where the public API below reads it.
 - the W&B public API, for an `entity/project` string that names no local path (needs network and a login).
 Config fields become dotted columns (`model.window`, `optim.lr`); results keys keep their names and win over a
 config field of the same name, which then stays as `config.<name>`. W&B rows keep W&B's metric names and also get
@@ -28,11 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import wandb_log
-
 WANDB_PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 WANDB_RUN = re.compile(r"^(offline-)?run-\d")
-WANDB_LOG = "run-*.wandb"
 # W&B metric name -> results.json name: what `workbench.training.run` copies from Lightning's logged metrics
 RESULT_NAMES = {"train/loss": "train_loss", "val/loss": "val_loss", "val/bpb": "val_bpb",
                 "val/accuracy": "val_accuracy"}  # fmt: skip
@@ -78,19 +76,10 @@ def _wandb_row(summary: Mapping[str, Any], config: Mapping[str, Any], status: st
     return _row({"status": status, **results}, config, **extra)
 
 
-def _wandb_log(run_dir: Path) -> Path | None:
-    return next(iter(sorted(run_dir.glob(WANDB_LOG))), None)
-
-
 def wandb_offline_row(run_dir: Path) -> dict[str, Any]:
-    """A W&B run dir: its binary log if there is one (status from its exit record; none: incomplete), else
-    files/config.yaml ({key: {"value": ...}}) + wandb-summary.json (completed once a summary was written)."""
+    """A W&B run dir: files/config.yaml ({key: {"value": ...}}) + wandb-summary.json (completed once a summary was
+    written, else incomplete)."""
     extra = dict(run_dir=str(run_dir), source="wandb_offline", wandb_id=run_dir.name.split("-")[-1])
-    log_path = _wandb_log(run_dir)
-    if log_path is not None:
-        log = wandb_log.read(log_path)
-        status = "incomplete" if log.exit_code is None else "completed" if log.exit_code == 0 else "failed"
-        return _wandb_row(log.summary, log.config, status, **extra)
     files = run_dir / "files"
     raw = _read_yaml(files / "config.yaml")
     config = {k: v["value"] if isinstance(v, Mapping) and "value" in v else v for k, v in raw.items() if k != "_wandb"}
@@ -107,7 +96,6 @@ def _local_rows(roots: Iterable[Path]) -> list[dict[str, Any]]:
         run_dirs |= {p.parent for name in ("results.json", "metrics.csv") for p in root.rglob(name)}
         for marker in ("files/config.yaml", "files/wandb-summary.json"):
             wandb_dirs |= {p.parent.parent for p in root.rglob(marker) if WANDB_RUN.match(p.parent.parent.name)}
-        wandb_dirs |= {p.parent for p in root.rglob(WANDB_LOG) if WANDB_RUN.match(p.parent.name)}
     # a run's own nested logs (W&B, Lightning's CSV logger) are not runs of their own, unless results.json is missing
     finished = {d for d in run_dirs if (d / "results.json").is_file()}
     wandb_dirs = {w for w in wandb_dirs if finished.isdisjoint(w.parents)}
@@ -121,7 +109,7 @@ def _wandb_api_rows(project: str) -> list[dict[str, Any]]:
 
     rows = []
     for run in wandb.Api().runs(project):
-        summary = {k: v for k, v in run.summary._json_dict.items() if k != "_wandb"}
+        summary = {k: v for k, v in run.summary_metrics.items() if k != "_wandb"}
         config = {k: v for k, v in run.config.items() if k != "_wandb"}
         status = API_STATUS.get(run.state, "incomplete")
         rows.append(_wandb_row(summary, config, status, run_dir=run.url, source="wandb_api", wandb_id=run.id,
@@ -143,13 +131,9 @@ def load(path_or_glob: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """A run's logged curve, one row per logging call: `metrics.csv`, or a W&B run dir's history (its
-    `trainer/global_step` copied to `step`, the CSV logger's name for it)."""
-    run_dir = Path(run_dir)
-    log_path = None if (run_dir / "metrics.csv").is_file() else _wandb_log(run_dir)
-    if log_path is None:
-        return pd.read_csv(run_dir / "metrics.csv")
-    curve = pd.DataFrame(wandb_log.read(log_path, history=True).history)
-    if "trainer/global_step" in curve and "step" not in curve:
-        curve["step"] = curve["trainer/global_step"]
-    return curve
+    """A training run's logged curve, one row per logging call: its `metrics.csv` (written by every run, whatever
+    the logger)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.csv; a training run dir (results.json's run_dir) has one")
+    return pd.read_csv(path)

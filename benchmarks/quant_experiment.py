@@ -3,64 +3,63 @@
     python -m benchmarks.quant_experiment            # quick mode, < 3 minutes on 2 cores
     python -m benchmarks.quant_experiment --steps 40 --qat-steps 20   # smoke test
 
-Data: bytes of Python files from the standard library (always present), token id = byte value. A plain torch
-loop of `workbench.timing.train_step` (fp32), with a learning-rate schedule and gradient clipping.
+Data: the project's `stdlib` source (`workbench.data`: the standard library's Python files, byte tokens, split by
+document, its fixed val windows); scores: `workbench.evaluate.mean_loss`. A plain torch loop (fp32) with a
+learning-rate schedule and gradient clipping.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sysconfig
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from tabulate import tabulate
+from torch import nn
 
+from workbench.data import build_data
+from workbench.data.bundle import IGNORE, Batch, DataBundle
+from workbench.evaluate import mean_loss
 from workbench.model import build_model
 from workbench.presets import get_preset
 from workbench.quant.fake_quant import export_model, export_weight, quantize_model_ptq, remove_fake_quant
 from workbench.quant.formats import get_format
-from workbench.quant.qat import evaluate_quantized, prepare_qat, qat_loss
-from workbench.timing import train_step
+from workbench.quant.qat import prepare_qat, qat_loss
+
+CACHE_DIR = ".cache/workbench/tokens"  # the training app's default data.cache_dir
 
 
-def stdlib_bytes(n_bytes: int) -> torch.Tensor:
-    """The first `n_bytes` bytes of the stdlib's top-level .py files, in sorted order (deterministic)."""
-    chunks, total = [], 0
-    for f in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        chunks.append(f.read_bytes())
-        total += len(chunks[-1])
-        if total >= n_bytes:
-            break
-    return torch.tensor(list(b"".join(chunks)[:n_bytes]), dtype=torch.long)
+def stdlib_data(seq_len: int, batch_size: int, val_tokens: int, seed: int, cache_dir: str = CACHE_DIR) -> DataBundle:
+    """The `stdlib` source as a training run with `data=stdlib` at these sizes reads it."""
+    cfg = {"source": "stdlib", "seq_len": seq_len, "batch_size": batch_size, "val_fraction": 0.02,
+           "val_tokens": val_tokens, "selection_fraction": None, "selection_tokens": None, "cache_dir": cache_dir,
+           "passkey_mix": 0.0, "passkey_digits": 5}  # fmt: skip
+    return build_data(cfg, seed)
 
 
-def windows(data: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Non-overlapping (N, seq_len + 1) windows: inputs and shifted labels."""
-    n = (len(data) - 1) // seq_len
-    return torch.stack([data[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)])
-
-
-def train(model, loss_fn, train_windows, steps: int, lr: float, batch_size: int, seed: int) -> None:
-    """AdamW with linear warm-up then cosine decay, random batches drawn from `train_windows`."""
+def train(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], data: DataBundle, steps: int,
+          lr: float, first_batch: int) -> None:  # fmt: skip
+    """AdamW with linear warm-up then cosine decay on training batches `first_batch`, `first_batch + 1`, ..."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + torch.cos(torch.tensor(s / steps * torch.pi)).item()))
     )
-    g = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
-        batch = train_windows[torch.randint(len(train_windows), (batch_size,), generator=g)]
-        train_step(model, opt, batch, loss_fn=loss_fn, clip_norm=1.0)
+    for i in range(steps):
+        loss_fn(model, data.train(first_batch + i)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         sched.step()
 
 
-def window_loss(model, batch: torch.Tensor) -> torch.Tensor:
-    """Next-token loss of a (N, seq_len + 1) window: the model sees its first seq_len tokens (its max_seq_len)."""
-    return F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+def next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE)
 
 
 def stored_bytes(model, fmt: str, embedding: bool) -> int:
@@ -74,34 +73,33 @@ def stored_bytes(model, fmt: str, embedding: bool) -> int:
 def run(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(args.seed)
     cfg = get_preset("tiny").replace(max_seq_len=args.seq_len)
-    data = stdlib_bytes(args.n_bytes)
-    split = int(0.9 * len(data))
-    train_w, val_w = windows(data[:split], args.seq_len), windows(data[split:], args.seq_len)
-    val = list(val_w[: args.val_windows].split(args.batch_size))
+    data = stdlib_data(args.seq_len, args.batch_size, args.val_windows * args.seq_len, args.seed, args.cache_dir)
+    val = data.val
     fmt = get_format(args.fmt)
     t0 = time.time()
 
     model = build_model(cfg)
-    train(model, window_loss, train_w, args.steps, args.lr, args.batch_size, args.seed)
-    rows = [{"weights": "fp32", "val_loss": evaluate_quantized(model, val), "fmt": "fp32"}]
+    train(model, next_token_loss, data, args.steps, args.lr, first_batch=0)
+    fp32 = mean_loss(model, val)
+    rows = [{"weights": "fp32", "val_loss": fp32["loss"], "fmt": "fp32"}]
     for name in ("bf16", args.fmt):
         ptq = quantize_model_ptq(copy.deepcopy(model), name, embedding=args.embedding)
-        rows.append({"weights": f"{name} PTQ", "val_loss": evaluate_quantized(ptq, val), "fmt": name})
+        rows.append({"weights": f"{name} PTQ", "val_loss": mean_loss(ptq, val)["loss"], "fmt": name})
 
     student, teacher = prepare_qat(copy.deepcopy(model), fmt, embedding=args.embedding)
-    train(student, lambda m, b: qat_loss(m, teacher, b), train_w, args.qat_steps, args.qat_lr, args.batch_size, 1)
+    # QAT continues on the batches after pre-training's
+    train(student, lambda m, b: qat_loss(m, teacher, b), data, args.qat_steps, args.qat_lr, first_batch=args.steps)
     # the deployed model: latent weights replaced by their quantised values, i.e. exactly what export stores
     deployed = quantize_model_ptq(remove_fake_quant(student), fmt, embedding=args.embedding)
-    rows.append({"weights": f"{args.fmt} QAT", "val_loss": evaluate_quantized(deployed, val), "fmt": args.fmt})
+    rows.append({"weights": f"{args.fmt} QAT", "val_loss": mean_loss(deployed, val)["loss"], "fmt": args.fmt})
 
     for row in rows:
         row["weight_bytes"] = stored_bytes(model, row["fmt"], args.embedding)
-    print(f"tiny, {args.steps} steps + {args.qat_steps} QAT steps of {args.fmt}, {len(val_w[: args.val_windows])} "
-          f"val windows of {args.seq_len} bytes, embedding {'quantised' if args.embedding else 'in bf16'}, "
-          f"{time.time() - t0:.0f} s")  # fmt: skip
-    print(f"{'weights':<18}{'val loss':>10}{'matrix bytes':>14}")
-    for row in rows:
-        print(f"{row['weights']:<18}{row['val_loss']:>10.4f}{row['weight_bytes']:>14,}")
+    embedding = "quantised" if args.embedding else "in bf16"
+    print(f"tiny, {args.steps} steps + {args.qat_steps} QAT steps of {args.fmt}, {fp32['tokens']:,} val tokens "
+          f"(stdlib) in windows of {args.seq_len} bytes, embedding {embedding}, {time.time() - t0:.0f} s")  # fmt: skip
+    table = [[r["weights"], f"{r['val_loss']:.4f}", r["weight_bytes"]] for r in rows]
+    print(tabulate(table, ["weights", "val loss", "matrix bytes"], intfmt=","))
     return rows
 
 
@@ -114,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--qat-lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--n-bytes", type=int, default=1_000_000)
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="where the stdlib's tokens are cached (data.cache_dir)")
     p.add_argument("--val-windows", type=int, default=256)
     p.add_argument("--embedding", action=argparse.BooleanOptionalAction, default=True, help="quantise the embedding")
     p.add_argument("--seed", type=int, default=0)

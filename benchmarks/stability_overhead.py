@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+from tabulate import tabulate
 
-from analysis.presets_cli import print_table
 from workbench import build_model, get_preset
 from workbench.probes import attach_probes, detach_probes
 from workbench.timing import train_step
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"stability monitors: {args.preset}, bf16-mixed, {r['tokens_seen'] // r['steps']:,} tokens/step,"
           f" {args.steps} steps x {args.repeats} repeats (alternating), device {r['device']}, "
           f"{r['threads']} threads")  # fmt: skip
-    print_table(["monitors", "ms/step (median)", "ms/step (each repeat)", "overhead"], rows)
+    print(tabulate(rows, ["monitors", "ms/step (median)", "ms/step (each repeat)", "overhead"], intfmt=","))
     plain, probed = probed_step_cost(args.preset, args.batch_size, args.reps)
     print(f"\none train step, batch {args.batch_size} x {get_preset(args.preset).max_seq_len}, median of "
           f"{args.reps} each: plain {plain * 1e3:,.1f} ms, probed {probed * 1e3:,.1f} ms ({probed / plain - 1:+.1%}); "

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.presets_cli import print_table
+from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
                       "ok" if not r["unexpected"] else "UNEXPECTED"])  # fmt: skip
     print(f"start-up, wall seconds over {repeats} round(s) in turns, {sys.executable}, load average "
           f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-    print_table(["what", "median s", "min s", "/ import torch", "exit"], table)
+    print(tabulate(table, ["what", "median s", "min s", "/ import torch", "exit"], intfmt=","))
     for name, r in results.items():
         print(f"{name}: $ {r['row'].command}")
     for name, r in results.items():

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 import transformers
+from tabulate import tabulate
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from analysis.presets_cli import print_table
 from workbench.accounting import forward_flops, kv_bytes_read_per_token
 from workbench.blocks.attention import attention_path
 from workbench.config import ModelConfig
@@ -288,7 +288,7 @@ def _print_reference(reference: dict[str, Any], cpu: bool) -> None:
             for phase, v in reference.items()]  # fmt: skip
     header = ["phase", "ours tok/s", "ref tok/s", "ours/ref", *(["ours/ref CPU"] if cpu else []), "ours peak MB",
               "ref peak MB"]  # fmt: skip
-    print_table(header, rows)
+    print(tabulate(rows, header, intfmt=","))
     decode = reference["decode"]
     print(
         f"decode: {decode['ours']['kv_bytes_read_per_token']:,} KV bytes read per token (workbench.accounting."
@@ -302,7 +302,7 @@ def _print_paths(paths: dict[str, Any]) -> None:
     rows = [[path, *(f"{v[p]['tokens_per_s']:,.0f}" for p in ("train", "prefill")),
              *(f"{v[p]['peak_mb']:,.1f}" for p in ("train", "prefill"))]
             for path, v in paths.items() if not isinstance(v, str)]  # fmt: skip
-    print_table(["path", "train tok/s", "prefill tok/s", "train peak MB", "prefill peak MB"], rows)
+    print(tabulate(rows, ["path", "train tok/s", "prefill tok/s", "train peak MB", "prefill peak MB"], intfmt=","))
     for path, v in paths.items():
         if isinstance(v, str):
             print(f"{path}: {v}")
@@ -319,7 +319,7 @@ def _print_scaling(s: dict[str, Any], cpu: bool) -> None:
              f"{row['flops_per_token'] / first['flops_per_token']:.2f}"]
             for row in s["rows"]]  # fmt: skip
     header = ["context", "tok/s", *(["CPU tok/s"] if cpu else []), "time/token", "MFLOP/token", "FLOP/token"]
-    print_table(header, rows)
+    print(tabulate(rows, header, intfmt=","))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

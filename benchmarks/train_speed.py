@@ -1,8 +1,9 @@
 """Training throughput: tokens/s and MFU per preset, on this CPU or a CUDA GPU.
 
-Runs a few real optimiser steps through `workbench.training.run` (Lightning's ThroughputMonitor and measure_flops
-supply the numbers) on the embedded stdlib corpus, in a temporary run dir with no W&B. MFU is against the
-datasheet peak Lightning knows for a GPU (or `--peak-flops`), and against a measured dense-matmul rate on CPU.
+Runs a few real optimiser steps through `workbench.training.run` (its TokenThroughput and `workbench.accounting`
+supply the numbers) on the embedded stdlib corpus, in a temporary run dir with no W&B. MFU is against
+`workbench.peak`'s peak (a GPU's datasheet dense peak, a CPU's measured and cached matmul rate) or `--peak-flops`;
+the header names which.
 On CUDA the attention auto path runs flash (SDPA) on global layers and compiled flex_attention on local ones.
 
 `--modes` puts distillation beside plain training, one row per preset and mode: `off_policy` (Gemma's 256
@@ -25,9 +26,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops
+from tabulate import tabulate
 
-from analysis.presets_cli import print_table
 from workbench.training.compose import compose_train
 from workbench.training.jobs import train
 
@@ -80,15 +80,10 @@ def _warmup(steps: int) -> int:
     return max(1, steps // 2)
 
 
-def _check_device(device: str, precision: str, peak_flops: float | None) -> None:
-    """Before any run: a CUDA device must exist, and MFU needs a peak (Lightning's table lacks some GPUs)."""
+def _check_device(device: str) -> None:
+    """Before any run: a CUDA device must exist."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device: got 'cuda'; allowed here: auto, cpu (no CUDA device is visible)")
-    if device != "cpu" and torch.cuda.is_available() and peak_flops is None:
-        dtype = torch.bfloat16 if "bf16" in precision else torch.float32
-        if get_available_flops(torch.device("cuda"), dtype) is None:
-            raise ValueError(f"--peak-flops: got None; Lightning has no {dtype} datasheet peak for "
-                             f"{torch.cuda.get_device_name()}: pass it in FLOP/s (dense, no sparsity)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -100,13 +95,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--seq-len", type=int, default=None, help="default: the preset's max_seq_len")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (trainer.compile)")
-    parser.add_argument("--peak-flops", type=float, default=None, help="MFU denominator where Lightning has none")
+    parser.add_argument("--peak-flops", type=float, default=None, help="MFU's peak FLOP/s (default: workbench.peak)")
     parser.add_argument("--quick", action="store_true", help=f"override steps, batch and length with {QUICK}")
     parser.add_argument("--modes", nargs="+", default=["none"], choices=MODES, help="plain training, distillation")
     parser.add_argument("--prompt-len", type=int, default=32, help="on_policy: prompt tokens of a sampled row")
     parser.add_argument("--new-tokens", type=int, default=32, help="on_policy: tokens the student samples per row")
     args = parser.parse_args(argv)
-    _check_device(args.device, args.precision, args.peak_flops)
+    _check_device(args.device)
     if args.quick:
         args.steps, args.batch_size, args.seq_len = QUICK["steps"], QUICK["batch_size"], QUICK["seq_len"]
     rows, results = [], []
@@ -121,15 +116,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             rows.append([preset, mode, f"{r['params']['total'] / 1e6:.2f}M", tokens_per_step,
                          f"{r['tokens_per_s']:,.0f}", sampled, f"{r['mfu']:.1%}",
                          f"{r['peak_flops'] / 1e9:,.0f}"])  # fmt: skip
-    cuda = r["device"].startswith("cuda")
-    peak = (
-        "the datasheet peak" if cuda and not args.peak_flops else "--peak-flops" if cuda else "a measured matmul peak"
-    )
     print(f"$ python -m benchmarks.train_speed {shlex.join(argv if argv is not None else sys.argv[1:])}")
     print(f"train throughput, {args.precision}, batch {args.batch_size}, {args.steps} steps, device {r['device']} "
           f"({r['device_name']}), torch {r['torch_version']}, {r['threads']} threads, compile {args.compile}; "
-          f"MFU against {peak}")  # fmt: skip
-    print_table(["preset", "mode", "params", "tokens/step", "tokens/s", "sampled tok/s", "MFU", "peak GFLOP/s"], rows)
+          f"MFU against {r['peak_flops_source']}")  # fmt: skip
+    headers = ["preset", "mode", "params", "tokens/step", "tokens/s", "sampled tok/s", "MFU", "peak GFLOP/s"]
+    print(tabulate(rows, headers, intfmt=","))
     return results
 
 

@@ -438,9 +438,9 @@ def to_hf(model: Transformer, arch: str | None = None, attn_implementation: str 
     arch = _resolve_arch(model.cfg, arch)
     config = config_to_hf(model.cfg, arch)
     hf_cls = ARCHS[arch][1]
-    config._attn_implementation = attn_implementation
     param = model.embed.weight
     hf = hf_cls(config).to(device=param.device, dtype=param.dtype)
+    hf.set_attn_implementation(attn_implementation)
     hf_state, ours, names_of = hf.state_dict(), {}, _names_of(model)
     for name, tensor in model.state_dict().items():
         names = names_of(name)

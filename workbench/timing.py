@@ -1,6 +1,6 @@
 """How fast this machine trains: one optimiser step in plain torch and its time (what the benchmarks and the dry run
-share), the training FLOP/s of a reference step (the dry run's time estimate, measured once per machine and cached),
-and the matmul rate a CPU reaches (MFU's denominator where no datasheet peak is known).
+share) and the training FLOP/s of a reference step (the dry run's time estimate, measured once per machine and
+cached). MFU's peak, cached the same way, is `workbench.peak`'s.
 
 No Lightning here: the dry run prices a grid before anything trains, and the benchmarks time the step alone.
 `precision` takes Lightning's strings: `-mixed` autocasts to that dtype, `-true` expects the parameters in it
@@ -14,7 +14,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -130,16 +129,3 @@ def achieved_flops(device: str, precision: str, cache: Path = CACHE) -> tuple[fl
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(known, indent=2))
     return known[key], key
-
-
-@cache
-def measured_matmul_flops(dtype: torch.dtype, threads: int, size: int = 1024, seconds: float = 0.5) -> float:
-    """Dense matmul FLOP/s achieved on this CPU at `threads` torch threads: the denominator of MFU where no datasheet
-    peak is known. Measured once per process and setting (0.5 s): a grid's jobs in one worker share the machine."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm up
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        a @ b
-        n += 1
-    return 2 * size**3 * n / elapsed

@@ -1,13 +1,11 @@
 import json
 import shutil
-import time
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import yaml
 
-from analysis import runs, wandb_log
+from analysis import runs
 
 
 def write_run(run_dir, config, results=None, metrics="step,train_loss\n0,5.5\n10,4.0\n"):
@@ -91,9 +89,9 @@ def test_nothing_found_is_an_empty_frame(tmp_path):
 def test_entity_project_goes_to_the_wandb_api(monkeypatch):
     """The mapping of `wandb.Api().runs` (no server here): metrics get results.json names, states a status."""
     summary = {"val/loss": 2.5, "train/loss": 3.0, "_wandb": {"runtime": 9}}
-    done = SimpleNamespace(summary=SimpleNamespace(_json_dict=summary), url="https://wandb.ai/e/p/runs/a1", id="a1",
+    done = SimpleNamespace(summary_metrics=summary, url="https://wandb.ai/e/p/runs/a1", id="a1",
                            config={"model": {"window": 64}, "_wandb": {"v": 1}}, state="finished")  # fmt: skip
-    crashed = SimpleNamespace(summary=SimpleNamespace(_json_dict={}), config={}, url="u", id="b2", state="crashed")
+    crashed = SimpleNamespace(summary_metrics={}, config={}, url="u", id="b2", state="crashed")
 
     class FakeApi:
         def runs(self, path):
@@ -114,10 +112,15 @@ def test_load_metrics(sweep):
     assert list(curve.columns) == ["step", "train_loss"] and curve["train_loss"].iloc[-1] == 4.0
 
 
-# a real W&B offline run: the binary log is the only place W&B 0.31 keeps its config and summary ------------------
+def test_load_metrics_without_a_csv_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics.csv: no metrics.csv"):
+        runs.load_metrics(tmp_path)
+
+
+# a real W&B offline run: its run dir's results.json and metrics.csv are the source, not W&B's binary log ---------
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory):
-    """A tiny training run logged offline to W&B; 30 logged steps make its log span more than one 32 KiB block."""
+    """A tiny training run logged offline to W&B as well as to metrics.csv."""
     import wandb
 
     from tests.workbench.train_helpers import FAST, compose_cfg
@@ -127,74 +130,29 @@ def wandb_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("WANDB_API_KEY", raising=False)
         mp.setenv("WANDB_MODE", "offline")
-        cfg = compose_cfg(["logger=wandb", "trainer.max_steps=30", "trainer.val_check_interval=30", *FAST], tmp)
+        cfg = compose_cfg(["logger=wandb", "trainer.max_steps=6", "trainer.val_check_interval=6", *FAST], tmp)
         results = train(cfg, tmp / "run")
-        wandb.finish()  # what the CLI's exit does: W&B writes the rest of its log and the exit record
+        wandb.finish()
     (offline,) = (tmp / "run" / "wandb").glob("offline-run-*")
-    _wait_for_exit_record(next(offline.glob("run-*.wandb")))
     return SimpleNamespace(run_dir=tmp / "run", offline=offline, results=results)
 
 
-def _wait_for_exit_record(log_path, timeout_s: float = 60.0) -> None:
-    """W&B's service process may still be flushing the log's last block after `finish()` returns (seen on a loaded
-    CI machine: the log stood at exactly one 32 KiB block); the tests read the finished log, so wait for its end."""
-    deadline = time.monotonic() + timeout_s
-    while wandb_log.read(log_path).exit_code is None:
-        assert time.monotonic() < deadline, f"{log_path}: no exit record {timeout_s} s after wandb.finish()"
-        time.sleep(0.2)
-
-
-def test_wandb_log_alone_gives_the_results_and_config(wandb_run, tmp_path):
-    (log_path,) = wandb_run.offline.glob("run-*.wandb")
-    assert log_path.stat().st_size > wandb_log.BLOCK
-    reference = runs.load(wandb_run.run_dir).iloc[0]  # results.json + config.yaml
-    shutil.copytree(wandb_run.offline, tmp_path / wandb_run.offline.name)
-    df = runs.load(tmp_path)
-    assert len(df) == 1
+def test_a_wandb_logged_run_is_one_row_and_its_curve_is_metrics_csv(wandb_run):
+    df = runs.load(wandb_run.run_dir)
+    assert list(df["source"]) == ["run_dir"]  # the nested W&B run adds no row
     row = df.iloc[0]
-    assert (row["source"], row["status"], row["wandb_id"]) == ("wandb_offline", "completed", log_path.stem[4:])
-    for key in ("val_loss", "val_bpb", "val_accuracy", "train_loss"):
-        assert row[key] == pytest.approx(wandb_run.results[key], rel=1e-12), key
-    config = [c for c in df.columns if c.split(".")[0] in ("model", "optim", "data", "trainer") and c in reference]
-    assert {"model.window", "model.n_layers", "optim.lr", "data.seq_len", "trainer.max_steps"} <= set(config)
-    # results.json's `data` info shadows config fields of the same name, which stay as `config.<name>`
-    assert {c: row[c] for c in config if not _same(row[c], reference.get(f"config.{c}", reference[c]))} == {}
+    for key in ("val_loss", "val_bpb", "train_loss"):
+        assert row[key] == wandb_run.results[key], key
+    curve = runs.load_metrics(wandb_run.run_dir)
+    train = curve.dropna(subset=["train/loss"])
+    assert len(train) == 6 and train["step"].is_monotonic_increasing
+    assert train["train/loss"].iloc[-1] == pytest.approx(wandb_run.results["train_loss"], rel=1e-6)
+    assert curve["val/loss"].dropna().iloc[-1] == pytest.approx(wandb_run.results["val_loss"], rel=1e-6)
 
 
-def _same(a, b) -> bool:
-    """Equal config values; a missing value reads as None in one frame and NaN in another."""
-    return bool(pd.isna(a) and pd.isna(b)) if pd.api.types.is_scalar(a) and pd.isna(a) else a == b
-
-
-def test_run_dir_without_results_defers_to_its_wandb_log(wandb_run, tmp_path):
+def test_run_dir_without_results_is_an_incomplete_row_of_its_own(wandb_run, tmp_path):
+    """W&B's binary log is not read: the run dir's metrics.csv makes it an incomplete run."""
     shutil.copytree(wandb_run.run_dir, tmp_path / "run")
     (tmp_path / "run" / "results.json").unlink()
     df = runs.load(tmp_path)
-    assert list(df["source"]) == ["wandb_offline"]  # one row: not also an "incomplete" one for the run dir
-    assert df.iloc[0]["val_loss"] == wandb_run.results["val_loss"]
-
-
-def test_wandb_history_is_the_curve(wandb_run):
-    curve = runs.load_metrics(wandb_run.offline)
-    train = curve.dropna(subset=["train/loss"])
-    assert len(train) == 30 and train["step"].is_monotonic_increasing
-    assert train["train/loss"].iloc[-1] == wandb_run.results["train_loss"]
-    assert curve["val/loss"].dropna().iloc[-1] == wandb_run.results["val_loss"]
-
-
-def test_torn_wandb_log_reads_up_to_the_tear(wandb_run, tmp_path):
-    """A run killed mid-write: the records before the tear, no exit record, so the row is incomplete."""
-    (log_path,) = wandb_run.offline.glob("run-*.wandb")
-    torn = tmp_path / "offline-run-20250101_000000-torn" / "run-torn.wandb"
-    torn.parent.mkdir()
-    torn.write_bytes(log_path.read_bytes()[: wandb_log.BLOCK + 100])
-    log, full = wandb_log.read(torn, history=True), wandb_log.read(log_path, history=True)
-    assert full.exit_code == 0 and log.exit_code is None
-    assert 0 < len(log.history) < len(full.history) and log.config == full.config
-    assert runs.load(tmp_path).iloc[0]["status"] == "incomplete"
-
-
-def test_not_a_wandb_log_is_rejected(tmp_path):
-    (tmp_path / "run-x.wandb").write_bytes(b"PK\x03\x04 not a log")
-    with pytest.raises(ValueError, match="header"):
-        wandb_log.read(tmp_path / "run-x.wandb")
+    assert list(df["source"]) == ["run_dir"] and list(df["status"]) == ["incomplete"]

@@ -2,11 +2,11 @@ import math
 
 from benchmarks import quant_experiment
 
-QUICK = "--steps 30 --qat-steps 15 --n-bytes 60000 --val-windows 16 --seq-len 32 --batch-size 8 --threads 1"
+QUICK = "--steps 30 --qat-steps 15 --val-windows 16 --seq-len 32 --batch-size 8 --threads 1"
 
 
-def test_experiment_quick_table(capsys):
-    rows = quant_experiment.main(QUICK.split())
+def test_experiment_quick_table(capsys, tmp_path):
+    rows = quant_experiment.main([*QUICK.split(), "--cache-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert [r["weights"] for r in rows] == ["fp32", "bf16 PTQ", "int4 PTQ", "int4 QAT"]
     assert "val loss" in out and all(r["weights"] in out for r in rows)

@@ -75,8 +75,8 @@ def test_greedy_matches_from_hf():
     config = Gemma3TextConfig(
         vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=7, num_attention_heads=4,
         num_key_value_heads=2, head_dim=24, query_pre_attn_scalar=20, sliding_window=WINDOW,
+        attn_implementation="eager",
     )  # fmt: skip
-    config._attn_implementation = "eager"
     hf = random_weights(Gemma3ForCausalLM(config)).eval()
     prompt = torch.randint(0, 128, (3, 6))
     assert torch.equal(generate(from_hf(hf), prompt, 10), hf_greedy(hf, prompt, 10))

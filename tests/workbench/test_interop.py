@@ -31,11 +31,10 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
 
 def reference(arch: str, **overrides) -> torch.nn.Module:
     if arch == "gemma2":  # small caps so that tanh is far from linear and the cap value shows in the logits
-        config = Gemma2Config(**SHAPE, attn_logit_softcapping=2.0, final_logit_softcapping=3.0, **overrides)
-        config._attn_implementation = "eager"
+        config = Gemma2Config(**SHAPE, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                              attn_implementation="eager", **overrides)  # fmt: skip
         return randomise(Gemma2ForCausalLM(config))
-    config = Gemma3TextConfig(**SHAPE, rope_parameters=GEMMA3_ROPE, **overrides)
-    config._attn_implementation = "eager"
+    config = Gemma3TextConfig(**SHAPE, rope_parameters=GEMMA3_ROPE, attn_implementation="eager", **overrides)
     return randomise(Gemma3ForCausalLM(config))
 
 

@@ -63,8 +63,7 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def reference(name: str) -> Gemma4ForCausalLM:
-    config = Gemma4TextConfig(**{**SHAPE, **REFERENCES[name]})
-    config._attn_implementation = "eager"
+    config = Gemma4TextConfig(**{**SHAPE, **REFERENCES[name]}, attn_implementation="eager")
     return randomise(Gemma4ForCausalLM(config))
 
 
@@ -123,8 +122,8 @@ def test_round_trip_reproduces_reference(name):
 
 def test_transformers_needs_per_layer_inputs_to_share_kv():
     """Why every sharing reference has PLE: transformers' KV-shared layers slice the per-layer inputs."""
-    config = Gemma4TextConfig(**{**SHAPE, "hidden_size_per_layer_input": 0, "num_kv_shared_layers": 1})
-    config._attn_implementation = "eager"
+    config = Gemma4TextConfig(**{**SHAPE, "hidden_size_per_layer_input": 0, "num_kv_shared_layers": 1},
+                              attn_implementation="eager")  # fmt: skip
     with pytest.raises(TypeError, match="not subscriptable"):
         Gemma4ForCausalLM(config).eval()(torch.zeros(1, 4, dtype=torch.long), use_cache=False)
     ours = build_model(config_from_hf(config)).eval()  # ours shares KV without PLE

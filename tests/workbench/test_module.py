@@ -90,3 +90,24 @@ def test_failed_step_does_not_depend_on_the_log_interval(tmp_path):
             )
         steps.append(json.loads((tmp_path / f"{every}" / "results.json").read_text())["failed_step"])
     assert steps[0] == steps[1] >= 1
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_a_fused_adamw_clips_with_torch_exactly(algorithm):
+    """Lightning refuses to clip for a fused optimizer; the module clips it itself, as torch's own functions do."""
+    torch.manual_seed(0)
+    module = LMModule(get_preset("tiny").replace(n_layers=1), OPTIM)
+    for p in module.parameters():
+        p.grad = torch.randn_like(p)
+    params = list(module.parameters())
+    expected = [p.grad.clone() for p in params]
+    clip = torch.nn.utils.clip_grad_norm_ if algorithm == "norm" else torch.nn.utils.clip_grad_value_
+    reference = [torch.nn.Parameter(torch.zeros_like(g)) for g in expected]
+    for r, g in zip(reference, expected, strict=True):
+        r.grad = g.clone()
+    clip(reference, 0.5)
+    optimizer = torch.optim.AdamW(params, fused=True)
+    module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    for p, r in zip(params, reference, strict=True):
+        torch.testing.assert_close(p.grad, r.grad, rtol=0, atol=0)
+    assert any(not torch.equal(p.grad, g) for p, g in zip(params, expected, strict=True)), "nothing was clipped"

@@ -1,11 +1,9 @@
-import math
-
 import torch
 
 from workbench.model import build_model
 from workbench.presets import get_preset
 from workbench.quant.fake_quant import FakeQuantLinear
-from workbench.quant.qat import evaluate_quantized, prepare_qat, qat_loss
+from workbench.quant.qat import prepare_qat, qat_loss
 
 
 def tiny():
@@ -28,17 +26,3 @@ def test_qat_loss_trains_the_quantised_student_towards_the_frozen_teacher():
         entropy = -(p * p.log()).sum(-1).mean()
     assert loss >= entropy - 1e-5
     torch.testing.assert_close(qat_loss(teacher, teacher, batch), entropy)
-
-
-def test_evaluate_quantized_is_mean_token_cross_entropy():
-    model = tiny()
-    batches = [torch.randint(0, 256, (2, 9)), torch.randint(0, 256, (3, 9))]
-    with torch.no_grad():
-        tokens = torch.cat(batches)
-        ce = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
-    torch.testing.assert_close(evaluate_quantized(model, batches), ce.item())
-    labels = tokens[:, 1:].clone()
-    labels[:, :4] = -100
-    masked = evaluate_quantized(model, [(tokens[:, :-1], labels)])
-    assert math.isfinite(masked) and masked != ce.item()
-    assert math.isnan(evaluate_quantized(model, []))

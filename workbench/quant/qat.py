@@ -1,15 +1,13 @@
 """Quantisation-aware fine-tuning as the Gemma 3 report describes it: start from the bf16 checkpoint, fake-quantise
 the weights, and train towards the probabilities of the frozen non-quantised model rather than the data labels.
+A quantised model is scored like any other: `workbench.evaluate.mean_loss`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workbench.distill import full_kd_loss
@@ -39,18 +37,3 @@ def qat_loss(student: nn.Module, teacher: nn.Module, batch: Batch, alpha: float 
     with torch.no_grad():
         teacher_logits = teacher(inputs)
     return full_kd_loss(student(inputs), teacher_logits, labels, alpha)
-
-
-@torch.no_grad()
-def evaluate_quantized(model: nn.Module, batches: Iterable[Batch]) -> float:
-    """Mean next-token cross-entropy over all label tokens (not -100) of `batches`."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in batches:
-        inputs, labels = split_batch(batch)
-        logits = model(inputs).float()
-        total += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum").item()
-        count += int((labels != -100).sum())
-    model.train(was_training)
-    return total / count if count else math.nan

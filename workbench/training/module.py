@@ -62,8 +62,8 @@ class LMModule(L.LightningModule):
         self._bad_step: torch.Tensor | None = None
 
     def configure_model(self) -> None:
-        if self._device_mesh is not None:  # set by ModelParallelStrategy: trainer.strategy=fsdp2
-            fully_shard_model(self.model, self._device_mesh["data_parallel"])
+        if self.device_mesh is not None:  # set by ModelParallelStrategy: trainer.strategy=fsdp2
+            fully_shard_model(self.model, self.device_mesh["data_parallel"])
         if self.compile:
             self.model = torch.compile(self.model)
 
@@ -190,4 +190,22 @@ class LMModule(L.LightningModule):
             self.log("val/kd_loss", s["kd_nats"] / targets)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimizer(self.model, self.optim_cfg)
+        """Fused AdamW, unfused under fp16's GradScaler (`16-mixed`) so clipping sees unscaled gradients."""
+        return build_optimizer(self.model, self.optim_cfg, fused=str(self.trainer.precision) != "16-mixed")
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Lightning's clipping, but a fused AdamW clips here with torch: Lightning refuses every fused optimizer,
+        since under fp16 one unscales inside its step, after clipping. A fused one runs only without a GradScaler
+        (`configure_optimizers`), so the gradients clipped here are the true ones."""
+        fused = isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults.get("fused")
+        if not (gradient_clip_val and fused):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)

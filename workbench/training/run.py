@@ -14,9 +14,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,8 +29,8 @@ from workbench.distill import Distiller, HFTeacher, cached_targets, load_teacher
 from workbench.evaluate import mean_loss
 from workbench.long_context import evaluate
 from workbench.on_policy import OnPolicy
+from workbench.peak import peak_flops
 from workbench.precision import device_type, resolve_precision
-from workbench.timing import measured_matmul_flops
 from workbench.training.checkpoint_io import AtomicCheckpointIO, checkpoint_step, newest_sound_checkpoint
 from workbench.training.module import LMModule
 from workbench.training.plan import distill_cache_dir
@@ -153,7 +153,8 @@ def _summary(
         "tokens_per_s": speed.get("lengths", 0) * trainer.world_size / speed["time"] if speed.get("time") else None,
         "mfu": speed.get("mfu"), "flops_per_batch": module.flops_per_batch,  # one rank's batch
         "train_flops_per_token": module.flops_per_batch * trainer.world_size / tokens,  # workbench.accounting's
-        "peak_flops": throughput.available_flops, "precision": str(trainer.precision), "data": bundle.info,
+        "peak_flops": throughput.available_flops, "peak_flops_source": throughput.source,
+        "precision": str(trainer.precision), "data": bundle.info,
         "checkpoints": {k: getattr(trainer.checkpoint_callback, f"{k}_model_path") or None for k in ("last", "best")},
         "wandb": wandb_location(loggers), **environment(trainer.strategy.root_device),
     }  # fmt: skip
@@ -187,27 +188,31 @@ def build_distiller(
 
 # --- loggers ---------------------------------------------------------------------------------------------------
 def csv_logger(run_dir: Path, resume_step: int | None) -> CSVLogger:
-    """Lightning deletes an existing metrics.csv; on resume, put back the rows logged before the checkpoint."""
+    """Lightning deletes an existing metrics.csv; on resume, log again the rows logged before the checkpoint."""
     path = run_dir / "metrics.csv"
     kept: list[dict[str, str]] = []
-    header: list[str] = []
     if resume_step is not None and path.exists():
         with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
             # a row's step counts the batches stepped before it: rows at resume_step and later come again
-            kept = [row for row in reader if row.get("step") and int(float(row["step"])) < resume_step]
+            kept = [row for row in csv.DictReader(f) if row.get("step") and int(float(row["step"])) < resume_step]
     logger = CSVLogger(save_dir=run_dir, name="", version="")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Experiment logs directory")
-        writer = logger.experiment  # created now: this is where the old file is removed
+        logger.experiment  # noqa: B018 -- created now: this is where the old file is removed
+    for row in kept:
+        step = int(float(row.pop("step")))
+        logger.log_metrics({k: _number(v) for k, v in row.items() if v != ""}, step=step)
     if kept:
-        with path.open("w", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=header)
-            out.writeheader()
-            out.writerows(kept)
-        writer.metrics_keys = header
+        logger.save()
     return logger
+
+
+def _number(text: str) -> int | float:
+    """A CSV cell as the number it was logged as (Lightning writes an int as `3`, a float as `3.0`)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _previous_wandb_id(run_dir: Path) -> str | None:
@@ -247,31 +252,68 @@ def wandb_location(loggers: list[Logger]) -> str | None:
     return None
 
 
-# --- tokens/s and MFU: Lightning's ThroughputMonitor, with a peak-FLOPs figure for CPUs Lightning lacks ------------
-class TokenThroughput(ThroughputMonitor):
-    """Logs train/device/items_per_sec (tokens/s) and train/device/mfu. `peak_flops` None: Lightning's datasheet
-    table, and where it has none (CPUs), a measured matmul rate."""
+# --- tokens/s and MFU: Lightning's public Throughput, timing the training steps only ------------------------------
+class TokenThroughput(Callback):
+    """Logs train/device/items_per_sec (tokens/s) and train/device/mfu (over the last `window_size` batches) at the
+    trainer's log interval, and keeps the whole run's time, batches and tokens for results.json. Validation time is
+    not training time: the clock pauses for it. MFU's peak: `workbench.peak` (`peak_flops` overrides it)."""
 
     def __init__(self, window_size: int, peak_flops: float | None = None) -> None:
-        size, tokens = (lambda b: b[0].shape[0]), (lambda b: b[0].numel())
-        super().__init__(batch_size_fn=size, length_fn=tokens, window_size=window_size)
-        self.peak_flops = peak_flops
+        self.window_size, self.override = window_size, peak_flops
+        self.available_flops: float | None = None
+        self.source: str | None = None
+        self.throughput: Throughput | None = None
+        self.flops_per_batch: int | None = None
+        self.batches = self.samples = self.tokens = 0
+        self.elapsed, self.started = 0.0, None  # seconds trained before `started`, the running clock's start
+        self.paused = False  # by a validation within fit (not by `trainer.validate` after it)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._module = pl_module
-        if self.available_flops is None:
-            dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
-            self.available_flops = self.peak_flops or measured_matmul_flops(dtype, torch.get_num_threads())
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.available_flops
+        if stage != "fit":
+            return
+        device = trainer.strategy.root_device
+        self.available_flops, self.source = peak_flops(device, str(trainer.precision), self.override)
+        self.throughput = Throughput(available_flops=self.available_flops, world_size=trainer.world_size,
+                                     window_size=self.window_size)  # fmt: skip
+        self.flops_per_batch = getattr(pl_module, "flops_per_batch", None)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Counts start at zero on every (re)start: a resumed run measures its own steps."""
+        self.batches = self.samples = self.tokens = 0
+        self.elapsed, self.started = 0.0, time.perf_counter()
+
+    def _clock(self) -> float:
+        return self.elapsed + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        x = batch[0]
+        self.batches, self.samples, self.tokens = self.batches + 1, self.samples + x.shape[0], self.tokens + x.numel()
+        self.throughput.update(time=self._clock(), batches=self.batches, samples=self.samples, lengths=self.tokens,
+                               flops=self.flops_per_batch)  # fmt: skip
+        stepped = self.batches % trainer.accumulate_grad_batches == 0
+        if stepped and trainer.global_step % trainer.log_every_n_steps == 0 and trainer.is_global_zero:
+            metrics = {f"train/{k}": v for k, v in self.throughput.compute().items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started is not None:  # within fit: pause the training clock
+            self.elapsed, self.started, self.paused = self._clock(), None, True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.paused:
+            self.started, self.paused = time.perf_counter(), False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.elapsed, self.started = self._clock(), None
 
     def latest(self) -> dict[str, float]:
-        """Cumulative training time, batches and tokens since (re)start, and the last window's rates and MFU."""
-        throughput = self._throughputs.get(RunningStage.TRAINING)
-        # no step since (re)start: a run resumed from its final checkpoint has nothing to measure
-        out = {} if throughput is None or not throughput._time else throughput.compute()
-        if "mfu" not in out and out.get("time") and self.available_flops:  # window not yet full: whole-run average
-            flops = getattr(self._module, "flops_per_batch", None)
-            out["mfu"] = flops * out["batches"] / out["time"] / self.available_flops if flops else None
-        return out
+        """The whole run's (since (re)start) training time, batches and tokens, and its MFU (None: nothing ran)."""
+        if not self.batches or not self.elapsed:  # resumed from its final checkpoint: nothing to measure
+            return {}
+        flops, peak = self.flops_per_batch, self.available_flops
+        mfu = flops * self.batches / self.elapsed / peak if flops and peak else None
+        return {"time": self.elapsed, "batches": self.batches, "lengths": self.tokens, "mfu": mfu}

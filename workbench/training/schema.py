@@ -70,7 +70,7 @@ Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name_
 Metric = StrEnum("Metric", "val_loss val_bpb val_accuracy", module=__name__)  # what analysis.report compares
 
 
-# Lightning's `precision` values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR) and `auto`:
+# Lightning's `precision` values (those its Trainer lists when refusing another; a test keeps them equal) and `auto`:
 # bf16-mixed where the device computes bf16 natively, else 32-true (workbench.precision)
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")  # fmt: skip
@@ -221,7 +221,8 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings. peak_flops null: Lightning's table, else a measured matmul rate."""
+    """Lightning Trainer settings. peak_flops null: the datasheet peak (CUDA) or a measured, cached one
+    (`workbench.peak`); a number: MFU's peak."""
 
     accelerator: Accelerator = Accelerator.auto
     devices: Any = ranged(1, "a positive integer or auto", lambda v: v == "auto" or (type(v) is int and v >= 1))  # noqa: RUF009
