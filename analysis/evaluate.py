@@ -77,7 +77,7 @@ def load_tasks(specs: Sequence[str]) -> Any:
         elif spec not in known:
             raise ValueError(
                 f"--tasks: got {spec!r}; allowed: a task YAML path, a shipped task ({', '.join(shipped)}) or a task "
-                "lm-eval registers (`python -m lm_eval ls tasks`)"
+                "lm-eval registers (`lm-eval ls tasks`)"
             )
     return manager
 
