@@ -70,9 +70,10 @@ def test_harness_scores_equal_the_run_model_in_float64(run, tmp_path):
         # a few float32 ulps of the log-probabilities' scale per scored byte (measured: under 0.04 of this)
         tol = [8 * eps * len(c.encode()) * max(1.0, abs(e)) for c, e in zip(doc["choices"], expected, strict=True)]
         assert all(abs(g - e) <= t for g, e, t in zip(got, expected, tol, strict=True)), (doc, got, expected)
-        best = max(range(len(expected)), key=expected.__getitem__)
-        correct.append(float(best == doc["answer"]))
-        assert s["acc"] == correct[-1]
+        ranked = sorted(range(len(expected)), key=expected.__getitem__, reverse=True)
+        if expected[ranked[0]] - expected[ranked[1]] > 2 * max(tol):  # a near tie may rank either way in float32
+            assert s["acc"] == float(ranked[0] == doc["answer"])
+        correct.append(s["acc"])
     assert entry["metrics"]["acc,none"] == pytest.approx(sum(correct) / LIMIT)
     assert 0 <= entry["metrics"]["acc_norm,none"] <= 1
 
