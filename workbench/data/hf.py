@@ -13,30 +13,31 @@ from workbench.data.documents import Document
 
 
 class LocalTokenizer:
-    """A `tokenizers` file (tokenizer.json) or a `transformers` tokenizer folder; never fetched from the network."""
+    """A `tokenizers` file (tokenizer.json) or a `transformers` tokenizer folder; never fetched from the network.
+    `backend` is the `tokenizers.Tokenizer` that encodes the documents (an evaluation wraps the same one)."""
 
     def __init__(self, path: str, eos_token: str | None) -> None:
         p = Path(path)
         if p.is_file():
             from tokenizers import Tokenizer
 
-            self._tok = Tokenizer.from_file(str(p))
+            self.backend = Tokenizer.from_file(str(p))
             self.fingerprint = hashlib.sha256(p.read_bytes()).hexdigest()
         elif p.is_dir():
             from transformers import AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True).backend_tokenizer
-            self.fingerprint = hashlib.sha256(self._tok.to_str().encode()).hexdigest()
+            self.backend = AutoTokenizer.from_pretrained(str(p), local_files_only=True).backend_tokenizer
+            self.fingerprint = hashlib.sha256(self.backend.to_str().encode()).hexdigest()
         else:
             raise FileNotFoundError(f"data.tokenizer: {path} is neither a tokenizer.json file nor a folder")
-        self.vocab_size = self._tok.get_vocab_size()
-        self.eos_id = None if eos_token is None else self._tok.token_to_id(eos_token)
+        self.vocab_size = self.backend.get_vocab_size()
+        self.eos_id = None if eos_token is None else self.backend.token_to_id(eos_token)
         if eos_token is not None and self.eos_id is None:
             raise ValueError(f"data.eos_token: {eos_token!r} is not in the tokenizer's vocabulary")
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         tail = [] if self.eos_id is None else [self.eos_id]
-        return [np.asarray(e.ids + tail, dtype=np.uint16) for e in self._tok.encode_batch(texts)]
+        return [np.asarray(e.ids + tail, dtype=np.uint16) for e in self.backend.encode_batch(texts)]
 
 
 def hf_documents(cfg: Mapping[str, Any]) -> list[Document]:
