@@ -136,7 +136,12 @@ class GridSweeper(Sweeper):
         for job in jobs.jobs:
             key = str(job.run.run_dir)
             prior = rounds.read_results(job.run.run_dir)
-            if key in launched or (prior and prior.get("status") == "completed"):
+            if key in launched:
+                continue
+            if prior and prior.get("status") == "completed":
+                if key not in progress.skipped:
+                    progress.skipped.add(key)
+                    print(f"skip {job.run.run_dir.name}: completed ({prior.get('val_loss', float('nan')):.4f} val loss)")
                 continue
             launched.add(key)
             todo.append(job)
@@ -179,6 +184,7 @@ class Progress:
     def __init__(self, jobs: SweepJobs, parallel: int) -> None:
         self.jobs, self.parallel, self.launched = jobs, parallel, 0
         self.seconds: dict[Path, float] = {}
+        self.skipped: set[str] = set()  # completed before this sweep started: said once
 
     def show(self, this_round: dict[str, Any], running: int) -> None:
         from rich.console import Console
