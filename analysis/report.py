@@ -199,7 +199,7 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
     stats_ = f"p_holm {r['p_holm']:.2g} (MDE {_num(r['mde'])}{u})"
     signed = f"Δ {_num(r['delta'], '+')}{u} [{_num(r['delta_lo'], '+')}, {_num(r['delta_hi'], '+')}]"
     if r["decision"] == "unbracketed":
-        return f"{head}: unbracketed: {r['edges']}, so no call is made ({signed}, {stats_})"
+        return f"{head}: unbracketed: {r['edges']}, so no call is made ({signed}, unadjusted p {r['p_value']:.2g})"
     if r["identical"]:
         return f"{head}: equivalent: identical on all {r['n_pairs']} shared seeds (every paired difference is 0)"
     if r["n_pairs"] < 2:
