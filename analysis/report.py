@@ -2,8 +2,10 @@
 
 Each arm is compared with the baseline arm over the seeds both completed (paired by seed): Δ = arm - baseline with
 its 95% interval and paired t-test p, Holm's adjustment of p over the grid's comparisons (`p_holm`), the smallest
-|Δ| the grid could detect (`mde`) and a `decision`: better / worse (Holm rejects at 0.05), equivalent (TOST: the 90%
-interval inside ±`ablation.margin`), inconclusive (neither). A grid that trains every arm at several learning rates
+|Δ| the grid could detect (`mde`) and a `decision`: better / worse (the step-down rejects no difference), equivalent
+(TOST inside ±`ablation.margin`), inconclusive (neither), unbracketed (the arm's or the baseline's best rate is an
+open edge of its rates), all by `workbench.decide` (docs/decisions.md) at α / the sweep's planned looks
+(`sweep.json`; none: one look at 0.05). A grid that trains every arm at several learning rates
 (`ablation.lrs`) is compared at each arm's best rate, picked on `selection_loss`. A control arm (`ablation.control`)
 must come out worse, or the study is marked blind (`sensitive` no). Runs of more than one commit are refused unless
 --allow-mixed-commits: a code change alone moves a 3-seed mean by as much as the effects under study.
