@@ -152,9 +152,9 @@ def lr_sensitivity_figure(
     table: pd.DataFrame, *, best: Mapping[str, float] | None = None, ylabel: str = "val_loss", title: str = "",
 ) -> Figure:  # fmt: skip
     """Loss against learning rate per arm (`table`: arm, lr, mean, ci_lo, ci_hi, diverged, as from
-    `analysis.report.lr_table`): mean over seeds with its interval on a log-lr axis, each arm's `best` rate ringed,
-    and its divergence edge, the smallest rate at which a run failed or ended above the starting loss, marked 'x'
-    along the top (its loss is missing or off the scale), so a reader sees how far the optimum sits from the cliff."""
+    `analysis.report.lr_table`): mean over seeds with its interval on a log-lr axis, each arm's chosen (`best`) rate
+    ringed, and every rate at which a run failed or ended at or above the starting loss marked 'x' along the top
+    (its loss is missing or off the scale), so a reader sees how far the optimum sits from the cliff."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     best = best or {}
@@ -165,13 +165,13 @@ def lr_sensitivity_figure(
         ax.errorbar(ok["lr"], ok["mean"], yerr=err, marker="o", capsize=3, color=color, label=arm)
         at_best = ok[ok["lr"] == best.get(arm)]
         ax.scatter(at_best["lr"], at_best["mean"], s=160, facecolors="none", edgecolors=color, zorder=3)
-        edge = g.loc[g["diverged"], "lr"].min()
-        if np.isfinite(edge):  # near the top in axes units, one row per arm so equal edges stay apart
-            ax.scatter([edge], [0.97 - 0.04 * i], marker="x", s=70, color=color, transform=ax.get_xaxis_transform(),
-                       zorder=3)  # fmt: skip
+        bad = g.loc[g["diverged"], "lr"].sort_values().to_numpy(float)
+        if len(bad):  # near the top in axes units, one row per arm so equal rates stay apart
+            ax.scatter(bad, np.full(len(bad), 0.97 - 0.04 * i), marker="x", s=70, color=color,
+                       transform=ax.get_xaxis_transform(), zorder=3)  # fmt: skip
     ax.set_xlim(table["lr"].min() / 1.5, table["lr"].max() * 1.5)  # the edges' rates too: they have no data points
-    ax.scatter([], [], marker="x", color="grey", label="diverged from here (failed or above the start)")
-    ax.scatter([], [], s=160, facecolors="none", edgecolors="grey", label="best lr")
+    ax.scatter([], [], marker="x", color="grey", label="diverged (failed or at/above the start)")
+    ax.scatter([], [], s=160, facecolors="none", edgecolors="grey", label="chosen lr (best on selection)")
     ax.set(xscale="log", xlabel="learning rate", ylabel=f"{ylabel} (mean, 95% CI)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

@@ -2,8 +2,10 @@
 
 Each arm is compared with the baseline arm over the seeds both completed (paired by seed): Δ = arm - baseline with
 its 95% interval and paired t-test p, Holm's adjustment of p over the grid's comparisons (`p_holm`), the smallest
-|Δ| the grid could detect (`mde`) and a `decision`: better / worse (Holm rejects at 0.05), equivalent (TOST: the 90%
-interval inside ±`ablation.margin`), inconclusive (neither). A grid that trains every arm at several learning rates
+|Δ| the grid could detect (`mde`) and a `decision`: better / worse (the step-down rejects no difference), equivalent
+(TOST inside ±`ablation.margin`), inconclusive (neither), unbracketed (the arm's or the baseline's best rate is an
+open edge of its rates), all by `workbench.decide` (docs/decisions.md) at α / the sweep's planned looks
+(`sweep.json`; none: one look at 0.05). A grid that trains every arm at several learning rates
 (`ablation.lrs`) is compared at each arm's best rate, picked on `selection_loss`. A control arm (`ablation.control`)
 must come out worse, or the study is marked blind (`sensitive` no). Runs of more than one commit are refused unless
 --allow-mixed-commits: a code change alone moves a 3-seed mean by as much as the effects under study.
@@ -15,29 +17,45 @@ figures: loss curves per arm, a forest plot of Δ, val loss vs KV bytes, and (tu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from analysis import plots
 from analysis.runs import load, load_metrics
+from workbench.decide import (  # noqa: F401  (the statistics moved there; notebooks and tests import them from here)
+    ALPHA,
+    ARM,
+    COLUMNS,
+    COMPLETED,
+    LR,
+    LR_BOUNDS,
+    METRIC,
+    POWER,
+    SELECTION,
+    at_lrs,
+    best_lrs,
+    brackets,
+    higher_is_better,
+    holm,
+    log_step,
+    look_alpha,
+    lr_table,
+    mde,
+    mean_interval,
+    paired,
+    planned_looks,
+    selection_metric,
+    summarize,
+)  # fmt: skip
 
-ARM, METRIC, LR, SELECTION, SHA = "ablation.arm", "val_loss", "optim.lr", "selection_loss", "git_sha"
-ALPHA, POWER = 0.05, 0.8
-COMPLETED = "completed"
-COLUMNS = ["arm", "baseline", "n", "failed", "best_lr", "mean", "std", "ci_lo", "ci_hi", "delta", "delta_lo",
-           "delta_hi", "p_value", "p_holm", "mde", "decision", "sensitive", "sd_d", "tost_lo", "tost_hi", "n_pairs",
-           "identical", "kv_bytes", "params"]  # fmt: skip
-
-
-def higher_is_better(metric: str) -> bool:
-    """Accuracies rise as a model improves; every other metric here (losses, bpb, perplexity) falls."""
-    return metric.endswith("accuracy")
+SHA = "git_sha"
+SWEEP_STATE = "sweep.json"  # the sweeper's rounds: looks done and planned, alpha, bracketing settings
 
 
 def grid_value(runs: pd.DataFrame, key: str) -> Any:
@@ -100,176 +118,35 @@ def check_one_study(runs: pd.DataFrame, where: str | Path) -> None:
                          "settings in one dir); point multirun_dir at one study")  # fmt: skip
 
 
-def selection_metric(runs: pd.DataFrame, metric: str) -> str:
-    """What picks each arm's learning rate: `selection_loss` (a held-out selection split) where the runs have it,
-    else `metric` itself, the reported split, whose numbers are then optimistic (chosen and reported on one split)."""
-    done = runs[runs["status"] == COMPLETED]
-    has = SELECTION in done and pd.to_numeric(done[SELECTION], errors="coerce").notna().any()
-    return SELECTION if has else metric
+def _grid_list(runs: pd.DataFrame, key: str) -> list[Any]:
+    """A list-valued grid key (`ablation.lrs`, `ablation.seeds`) as its first run recorded it; [] when absent."""
+    values = runs[key].dropna() if key in runs else pd.Series(dtype=object)
+    return list(values.iloc[0]) if len(values) and isinstance(values.iloc[0], list) else []
 
 
-def best_lrs(runs: pd.DataFrame, selection: str) -> dict[str, float]:
-    """Per arm, the learning rate with the best mean `selection` over its completed seeds, among the rates where no
-    run failed (a rate that diverges on some seed is no usable setting) if there are any; NaN without `optim.lr` or
-    without a completed run."""
-    if LR not in runs:
-        return dict.fromkeys(runs[ARM].unique(), np.nan)
-    sign = -1.0 if higher_is_better(selection) else 1.0
-    out = {}
-    for arm, g in runs.groupby(ARM, sort=False):
-        ok = g[g["status"] == COMPLETED]
-        scores = sign * pd.to_numeric(ok[selection], errors="coerce").groupby(ok[LR]).mean().dropna()
-        usable = scores[~scores.index.isin(g.loc[g["status"] == "failed", LR])]
-        scores = usable if len(usable) else scores
-        out[arm] = float(scores.idxmin()) if len(scores) else np.nan
-    return out
+def sweep_state(multirun_dir: Path, runs: pd.DataFrame) -> dict[str, Any]:
+    """The sweeper's `sweep.json` (looks, max_looks, alpha, bracket, lr_bounds, lr_step); a sweep dir without one
+    had one look at alpha 0.05, bracketing on when the grid has several rates (`ablation.lrs`, else the rates its
+    runs tried), the default bounds and the grid's own log step."""
+    path = multirun_dir / SWEEP_STATE
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    initial = _grid_list(runs, "ablation.lrs") or (sorted(runs[LR].dropna().unique()) if LR in runs else [])
+    return {"looks": int(state.get("looks", 1)), "max_looks": int(state.get("max_looks", 1)),
+            "alpha": float(state.get("alpha", ALPHA)), "bracket": bool(state.get("bracket", len(initial) > 1)),
+            "lr_bounds": tuple(map(float, state.get("lr_bounds", LR_BOUNDS))),
+            "lr_step": float(state.get("lr_step", log_step(initial)))}  # fmt: skip
 
 
-def at_lrs(runs: pd.DataFrame, lrs: Mapping[str, float]) -> pd.DataFrame:
-    """Each arm's runs at its rate in `lrs` (all of its runs where that is NaN: nothing to choose between)."""
-    chosen = runs[ARM].map(lrs)
-    return runs[chosen.isna() | (runs[LR] == chosen)] if LR in runs else runs
-
-
-def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean (scipy); NaN with fewer than 2 values, a point when they are all equal."""
-    if len(values) < 2:
-        return np.nan, np.nan
-    if np.ptp(values) == 0:  # scipy warns of precision loss on constant data; the interval is the value itself
-        return float(values[0]), float(values[0])
-    ci = stats.ttest_1samp(values, 0.0).confidence_interval(level)
-    return float(ci.low), float(ci.high)
-
-
-def paired(arm: pd.DataFrame, base: pd.DataFrame, metric: str) -> dict[str, Any]:
-    """Δ = arm - baseline paired by seed: mean, 95% interval (delta_lo/hi), paired t-test p, the 90% interval that
-    TOST at 0.05 reads (tost_lo/hi), the spread sd_d of the differences, n_pairs, and `identical` (every difference
-    exactly 0). Differences without spread are a point: p 1 when they are all 0, 0 for a constant shift."""
-    both = arm[["seed", metric]].merge(base[["seed", metric]], on="seed", suffixes=("", "_base"))
-    a, b = both[metric].to_numpy(float), both[f"{metric}_base"].to_numpy(float)
-    d = a - b
-    n = len(d)
-    out = {"delta": float(d.mean()) if n else np.nan, "delta_lo": np.nan, "delta_hi": np.nan, "tost_lo": np.nan,
-           "tost_hi": np.nan, "sd_d": float(d.std(ddof=1)) if n > 1 else np.nan, "p_value": np.nan, "n_pairs": n,
-           "identical": bool(n and (d == 0).all())}  # fmt: skip
-    if n < 2:
-        return out
-    if np.ptp(d) == 0:
-        point = dict.fromkeys(("delta_lo", "delta_hi", "tost_lo", "tost_hi"), float(d[0]))
-        return {**out, **point, "p_value": 1.0 if d[0] == 0 else 0.0}
-    test = stats.ttest_rel(a, b)
-    ci95, ci90 = test.confidence_interval(0.95), test.confidence_interval(1 - 2 * ALPHA)
-    return {**out, "delta_lo": float(ci95.low), "delta_hi": float(ci95.high), "tost_lo": float(ci90.low),
-            "tost_hi": float(ci90.high), "p_value": float(test.pvalue)}  # fmt: skip
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment: the k-th smallest of m p-values times (m - k + 1), made non-decreasing, capped
-    at 1. It holds the grid's family-wise error at α whatever the dependence between comparisons (they share the
-    baseline). NaN entries (no test) are not in the family and stay NaN."""
-    p = np.asarray(p_values, float)
-    out = np.full(p.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    order = tested[np.argsort(p[tested], kind="stable")]
-    m = len(order)
-    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    return out
-
-
-def mde(sd_d: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The smallest |Δ| a two-sided paired t-test at `alpha` over `n` pairs whose differences spread by `sd_d` detects
-    with probability `power`. Solved exactly with the noncentral t: P(|T| > t_{1-α/2, n-1}) = power for
-    T ~ nct(n-1, Δ√n/sd_d); the usual (t_{1-α/2,n-1} + t_{power,n-1}) sd_d/√n is 5% low at n = 3 and 14% at n = 2.
-    It is per comparison: Holm tests the smallest p at α/m, so the grid's corrected MDE is larger. NaN below 2 pairs."""
-    if n < 2 or np.isnan(sd_d):
-        return np.nan
-    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
-
-    def shortfall(nc: float) -> float:  # both tails; the lower as the upper at -nc (nct.cdf is NaN far in its tail)
-        return stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc) - power
-
-    high = crit + stats.t.ppf(power, df)  # the approximation: a lower bound on the noncentrality needed
-    while shortfall(high) < 0:
-        high *= 1.5
-    return float(optimize.brentq(shortfall, 0.0, high) * sd_d / np.sqrt(n))
-
-
-def _decision(row: Mapping[str, Any], margin: float | None, higher_better: bool) -> str:
-    if row["identical"]:
-        return "equivalent"
-    if row["p_holm"] < ALPHA:
-        return "better" if (row["delta"] > 0) == higher_better else "worse"
-    if margin is not None and -margin < row["tost_lo"] and row["tost_hi"] < margin:
-        return "equivalent"
-    return "inconclusive"
-
-
-def summarize(
-    runs: pd.DataFrame, baseline: str, metric: str = METRIC, *, margin: float | None = None,
-    control: str | None = None, selection: str | None = None,
-) -> pd.DataFrame:  # fmt: skip
-    """One row per arm, from its runs at its best learning rate (`best_lr`, picked on `selection`, by default
-    `selection_metric`), paired by seed with the baseline's at its own: n, failed, mean, std and 95% interval; Δ,
-    p, `p_holm` over the arms, `mde`, `decision` (`margin`: ± in metric units, None: nothing can be equivalent).
-    With a `control` arm, `sensitive` is "yes" iff its decision is worse; when it is "no", no arm is called
-    equivalent (only identical ones): a study that cannot see its factor cannot show its absence."""
-    arms = [str(a) for a in runs[ARM].unique()]
-    if margin is not None and not (np.isfinite(margin) and margin >= 0):
-        raise ValueError(f"ablation.margin: got {margin!r}; allowed: a number >= 0 in {metric}'s units, or null")
-    if control is not None and (control not in arms or control == baseline):
-        others = ", ".join(a for a in arms if a != baseline)
-        raise ValueError(f"ablation.control: got {control!r}; allowed: an arm other than the baseline: {others}")
-    lrs = best_lrs(runs, selection or selection_metric(runs, metric))
-    chosen = at_lrs(runs, lrs)
-    done = chosen[chosen["status"] == COMPLETED]
-    base = done[done[ARM] == baseline]
-    rows = []
-    for arm, g in chosen.groupby(ARM, sort=False):
-        ok = done[done[ARM] == arm]
-        values = ok[metric].to_numpy(float)
-        lo, hi = mean_interval(values)
-        rows.append({"arm": arm, "baseline": arm == baseline, "n": len(values),
-                     "failed": int((g["status"] != COMPLETED).sum()), "best_lr": lrs[arm],
-                     "mean": values.mean() if len(values) else np.nan,
-                     "std": values.std(ddof=1) if len(values) > 1 else np.nan, "ci_lo": lo, "ci_hi": hi,
-                     **paired(ok, base, metric),
-                     "kv_bytes": ok["kv_cache_bytes"].mean() if len(ok) else np.nan,
-                     "params": ok["params.total"].mean() if len(ok) else np.nan})  # fmt: skip
-    summary = pd.DataFrame(rows)
-    compared = ~summary["baseline"]
-    summary.loc[~compared, "p_value"] = np.nan  # the baseline against itself is no comparison
-    summary["p_holm"] = holm(summary["p_value"])
-    summary["mde"] = [
-        mde(s, n) if c else np.nan for s, n, c in zip(summary["sd_d"], summary["n_pairs"], compared, strict=True)
-    ]
-    summary["decision"] = [
-        _decision(r, margin, higher_is_better(metric)) if c else "baseline"
-        for r, c in zip(summary.to_dict("records"), compared, strict=True)
-    ]
-    summary["sensitive"] = None
-    if control is not None:
-        sensitive = summary.loc[summary["arm"] == control, "decision"].item() == "worse"
-        summary["sensitive"] = "yes" if sensitive else "no"
-        if not sensitive:
-            summary.loc[(summary["decision"] == "equivalent") & ~summary["identical"], "decision"] = "inconclusive"
-    return summary[COLUMNS]
-
-
-def lr_table(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Per arm and learning rate: completed seeds, failures, mean and 95% interval of `metric`, and `diverged`: a run
-    failed (a NaN/inf loss fails it) or ended above ln(vocab), the loss of the uniform guess a model starts from."""
-    rows = []
-    for arm, g_arm in runs.groupby(ARM, sort=False):
-        for lr, g in g_arm.groupby(LR):
-            ok = g[g["status"] == COMPLETED]
-            values = ok[metric].to_numpy(float)
-            start = np.log(ok["model.vocab_size"].to_numpy(float)) if "model.vocab_size" in ok else np.inf
-            above = metric.endswith("loss") and bool((values > start).any())
-            lo, hi = mean_interval(values)
-            rows.append({"arm": arm, "lr": lr, "n": len(values), "failed": int((g["status"] == "failed").sum()),
-                         "mean": values.mean() if len(values) else np.nan, "ci_lo": lo, "ci_hi": hi,
-                         "diverged": above or bool((g["status"] == "failed").any())})  # fmt: skip
-    return pd.DataFrame(rows)
+def look_counts(runs: pd.DataFrame, looks: int) -> list[int] | None:
+    """The seed counts of the sweep's first `looks` looks (planned_looks of the grid's seeds, `ablation.seed_step`
+    and `ablation.max_seeds`); runs without those keys: the distinct counts of seeds the arms ran. None: one look."""
+    if looks <= 1:
+        return None
+    seeds = _grid_list(runs, "ablation.quick_seeds" if grid_value(runs, "ablation.quick") else "ablation.seeds")
+    if seeds and "ablation.seed_step" in runs and "ablation.max_seeds" in runs:
+        step, cap = grid_value(runs, "ablation.seed_step"), grid_value(runs, "ablation.max_seeds")
+        return planned_looks(len(seeds), None if step is None else int(step), None if cap is None else int(cap))[:looks]
+    return sorted(int(c) for c in runs.groupby(ARM)["seed"].nunique().unique())
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
@@ -323,6 +200,8 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
     head = f"{r['arm']} vs {baseline}"
     stats_ = f"p_holm {r['p_holm']:.2g} (MDE {_num(r['mde'])}{u})"
     signed = f"Δ {_num(r['delta'], '+')}{u} [{_num(r['delta_lo'], '+')}, {_num(r['delta_hi'], '+')}]"
+    if r["decision"] == "unbracketed":
+        return f"{head}: unbracketed: {r['edges']}, so no call is made ({signed}, unadjusted p {r['p_value']:.2g})"
     if r["identical"]:
         return f"{head}: equivalent: identical on all {r['n_pairs']} shared seeds (every paired difference is 0)"
     if r["n_pairs"] < 2:
@@ -343,8 +222,19 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
     return f"{head}: inconclusive: {signed}, {stats_}; {why}"
 
 
-def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: str | None) -> list[str]:
-    """summary.md's first lines: a blind study says so first; then one sentence per arm and what the grid detects."""
+def _edge(row: Mapping[str, Any], who: str) -> str:
+    """Why `who`'s rate is not bracketed, e.g. "its best rate 0.1 is the top of the rates tried (0.001, 0.01, 0.1)
+    (next to try: 0.316)", from a `brackets` row."""
+    tried, best = row["lrs_tried"], row["best_lr"]
+    where = "the only rate" if len(tried) == 1 else "the top" if best == max(tried) else "the bottom"
+    nxt = "" if row["next_lr"] is None else f" (next to try: {row['next_lr']:g})"
+    return f"{who} best rate {best:g} is {where} of the rates tried ({', '.join(f'{x:g}' for x in tried)}){nxt}"
+
+
+def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: str | None, *, alpha: float = ALPHA,
+            bracketing: pd.DataFrame | None = None) -> list[str]:  # fmt: skip
+    """summary.md's first lines: a blind study says so first; then one sentence per arm (an unbracketed one says
+    which edge, from `bracketing`, the `brackets` table) and what the grid detects at the per-look `alpha`."""
     base = summary.loc[summary["baseline"], "arm"]
     baseline = str(base.iloc[0]) if len(base) else "the baseline (not run)"
     blind = control is not None and summary["sensitive"].iloc[0] == "no"
@@ -356,31 +246,47 @@ def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: s
             f"and came out {decision}, so no result below is evidence of no difference."
         )
     arms = summary[~summary["baseline"]]
+    edges = {} if bracketing is None else {r["arm"]: r for r in bracketing.to_dict("records") if not r["bracketed"]}
+    base_edge = [_edge(edges[baseline], f"the baseline {baseline}'s")] if baseline in edges else []
+    own = {a: [_edge(r, "its")] for a, r in edges.items()}
+    arms = arms.assign(edges=["; ".join(own.get(a, []) + base_edge) for a in arms["arm"]])
     lines += [f"- {_sentence(r, baseline, metric, margin, blind)}" for r in arms.to_dict("records")]
     found = arms.loc[~arms["identical"], "mde"].dropna()  # an identical arm's 0 says nothing about the grid
     if len(found):
         u, pairs = _unit(metric), ", ".join(map(str, sorted(set(arms.loc[found.index, "n_pairs"]))))
         span = f"{_num(found.min())}{u}" + (f" to {_num(found.max())}{u}" if found.max() > found.min() else "")
-        lines.append(f"- MDE (the smallest |Δ| detected with 80% power, two-sided α {ALPHA}, paired t over {pairs} "
+        lines.append(f"- MDE (the smallest |Δ| detected with 80% power, two-sided α {alpha:.3g}, paired t over {pairs} "
                      f"seeds, before Holm's correction): {span}")  # fmt: skip
     return lines
 
 
-def _notes(runs: pd.DataFrame, margin: float | None, selection: str) -> list[str]:
-    """What the reader needs to weigh the table: the commits pooled, the margin and tests, how rates were picked."""
+def _notes(runs: pd.DataFrame, margin: float | None, selection: str, state: Mapping[str, Any] | None = None
+           ) -> list[str]:  # fmt: skip
+    """What the reader needs to weigh the table: the commits pooled, the margin and tests, the looks and alpha spent
+    (`state`: sweep_state's), how rates were picked and bracketed."""
+    state = state or {"looks": 1, "max_looks": 1, "alpha": ALPHA, "bracket": False}
+    a, k, big_k = look_alpha(state["alpha"], state["max_looks"]), state["looks"], state["max_looks"]
     found = commits(runs)
     pooled = " (pooled with --allow-mixed-commits)" if len(found) > 1 else ""
     notes = [
         "commits: " + ", ".join(f"{sha[:12]} ({n} runs)" for sha, n in found.items()) + pooled,
         f"margin (ablation.margin): {'none, so no arm can be equivalent' if margin is None else f'±{margin:g}'}; "
-        "better/worse: the Holm-adjusted paired t-test rejects at 0.05; equivalent: TOST at 0.05, i.e. the 90% Δ "
-        "interval inside the margin; inconclusive: neither",
+        f"better/worse: the paired t-test rejects at {a:.3g} after the step-down over the arms (p_holm); "
+        f"equivalent: TOST rejects at {a:.3g} in the same step-down (tost_lo/hi: the {1 - 2 * a:.1%} Δ interval); "
+        "inconclusive: neither; unbracketed: the arm's or the baseline's best rate is an open edge of its rates",
+        f"looks: {k} of {big_k} planned, each testing at α {state['alpha']:g}/{big_k} = {a:.3g}, so {k * a:.3g} of α "
+        f"{state['alpha']:g} is spent (union bound over the looks; a call made at a look stays: docs/decisions.md)",
     ]
     if is_tuned(runs):
         caveat = f" (no {SELECTION} in the runs: the choice was made on the reported split, so each arm's numbers at "
         caveat += "its best rate are optimistic)"
         notes.append(f"best_lr: per arm, the rate with the best mean {selection} over seeds"
                      + ("" if selection == SELECTION else caveat))  # fmt: skip
+        if state["bracket"]:
+            lo, hi = state["lr_bounds"]
+            notes.append(f"bracketing: on, rates within [{lo:g}, {hi:g}], step ×{state['lr_step']:.3g}: an arm is "
+                         "bracketed when its best rate has a tried rate on each side, or the side's next rate diverged "
+                         "or would leave the bounds")  # fmt: skip
     return notes
 
 
@@ -409,10 +315,15 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
         raise ValueError(f"ablation.metric: got {metric!r}, which no run of {multirun_dir} recorded; allowed: a "
                          "metric its results.json files hold (val_bpb needs byte-level data)")  # fmt: skip
     keys, selection = margin_and_control(runs), selection_metric(runs, metric)
-    summary = summarize(runs, baseline_arm(runs), metric, **keys, selection=selection)
-    head = opening(summary, metric, **keys)
+    state = sweep_state(multirun_dir, runs)
+    alpha = look_alpha(state["alpha"], state["max_looks"])
+    bracketing = brackets(runs, state["lr_bounds"], state["lr_step"], bracket=state["bracket"], selection=selection)
+    summary = summarize(runs, baseline_arm(runs), metric, **keys, selection=selection, alpha=alpha,
+                        looks=look_counts(runs, state["looks"]),
+                        bracketed=dict(zip(bracketing["arm"], bracketing["bracketed"], strict=True)))  # fmt: skip
+    head = opening(summary, metric, **keys, alpha=alpha, bracketing=bracketing)
     text = _markdown(summary, failures(runs), f"{multirun_dir.name}: {metric} by arm", head,
-                     _notes(runs, keys["margin"], selection))  # fmt: skip
+                     _notes(runs, keys["margin"], selection, state))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(text)

@@ -47,7 +47,7 @@ def test_scaling_fit(tmp_path, n_runs):
     assert_written(plots.scaling_fit(fits, tmp_path / "scaling"), "scaling")
 
 
-def test_lr_sensitivity_figure_marks_each_arms_best_rate_and_divergence_edge(tmp_path):
+def test_lr_sensitivity_figure_marks_each_arms_best_rate_and_diverged_rates(tmp_path):
     lrs = [1e-3, 3e-3, 1e-2, 3e-2]
     table = pd.DataFrame({"arm": ["a"] * 4 + ["b"] * 4, "lr": lrs * 2,
                           "mean": [2.4, 2.2, 2.1, 2.3, 2.5, 2.3, np.nan, 9.0],
@@ -62,6 +62,7 @@ def test_lr_sensitivity_figure_marks_each_arms_best_rate_and_divergence_edge(tmp
     assert list(lines["b"].get_xdata()) == lrs[:2]  # nothing drawn from the edge on: 9.0 would flatten the plot
     points = [tuple(np.round(o, 6)) for c in ax.collections for o in c.get_offsets()]
     assert (1e-2, 2.1) in points and (3e-3, 2.3) in points  # the best rates, ringed
-    assert (1e-2, 0.93) in points and not any(x == 3e-2 for x, _ in points)  # b's edge: its smallest diverged rate
+    assert (1e-2, 0.93) in points and (3e-2, 0.93) in points  # b's diverged rates, on b's row along the top
+    assert not any(y == 0.97 for _, y in points)  # a diverged nowhere
     assert ax.get_xlim()[0] < 1e-3 and ax.get_xlim()[1] > 3e-2
     assert_written(plots.save(fig, tmp_path / "lr"), "lr")

@@ -338,3 +338,38 @@ def test_the_grid_s_metric_is_the_one_compared(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"ablation.metric: got 'val_bpb', which no run"):
         report.report(write_grid(tmp_path / "bpb", {"base": base, "wide": base + 0.3}, metric="val_bpb"))
     capsys.readouterr()
+
+
+def edge_grid(root: Path) -> Path:
+    """base's best rate 3e-3 is interior; arm's best is the top of 1e-3, 3e-3, 1e-2 (on selection_loss), 0.2 worse."""
+    selection = {("base", 1e-3): 2.6, ("base", 3e-3): 2.4, ("base", 1e-2): 2.7, ("arm", 1e-3): 2.9,
+                 ("arm", 3e-3): 2.7, ("arm", 1e-2): 2.6}  # fmt: skip
+    for (arm, lr), sel in selection.items():
+        for seed in range(3):
+            noise = 0.01 * ((seed * 5 + len(arm)) % 3)
+            write_run(root, arm, seed, sel + 0.2 * (arm == "arm") + SEED_EFFECT[seed] + noise, lr=lr,
+                      selection_loss=sel + SEED_EFFECT[seed])  # fmt: skip
+    return root
+
+
+def test_an_arm_whose_best_rate_is_an_open_edge_is_unbracketed_and_says_which(tmp_path, capsys):
+    grid = edge_grid(tmp_path / "edge")
+    s = by_arm(report.report(grid))
+    assert s.loc["arm", "decision"] == "unbracketed" and s.loc["base", "decision"] == "baseline"
+    assert s.loc["arm", ["lrs_tried", "bracketed", "n_seeds", "looks"]].tolist() == ["0.001;0.003;0.01", False, 3, 1]
+    assert bool(s.loc["base", "bracketed"])
+    first = (grid / "summary.md").read_text().splitlines()[0]
+    # no sweep.json: bracketing on (several rates), the grid's own step sqrt(10): the next rate is 0.0316
+    assert first.startswith("- arm vs base: unbracketed: its best rate 0.01 is the top of the rates tried (0.001, "
+                            "0.003, 0.01) (next to try: 0.0316), so no call is made")  # fmt: skip
+    table = pd.read_csv(grid / "summary.csv")
+    assert {"lrs_tried", "bracketed", "n_seeds", "looks"} <= set(table.columns)
+    # the sweeper's state: a bound at 0.02 closes the top edge (0.03 would leave it); 2 planned looks: 0.025 each
+    (grid / "sweep.json").write_text(json.dumps({"looks": 1, "max_looks": 2, "alpha": 0.05, "bracket": True,
+                                                 "lr_bounds": [1e-6, 0.02], "lr_step": 3.0, "rounds": []}))  # fmt: skip
+    s = by_arm(report.report(grid))
+    assert bool(s.loc["arm", "bracketed"]) and s.loc["arm", "decision"] == "worse"
+    text = (grid / "summary.md").read_text()
+    assert "looks: 1 of 2 planned, each testing at α 0.05/2 = 0.025, so 0.025 of α 0.05 is spent" in text
+    assert "two-sided α 0.025" in text and "rates within [1e-06, 0.02], step ×3" in text
+    capsys.readouterr()

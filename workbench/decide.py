@@ -1,0 +1,432 @@
+"""An ablation grid's statistics and decisions: which arm is better, worse or equivalent to the baseline, whether each
+arm's learning rate was bracketed, and how many looks at the seeds the error rate is spread over.
+
+The library holds them (plain numpy/scipy/pandas) so that the grid's sweeper, which decides after each round whether
+to add seeds or rates, and `analysis.report`, which writes the tables, apply one rule.
+
+**Decision rule.** Each arm is compared with the baseline over the seeds both completed (paired by seed:
+d = arm - baseline). Two hypotheses per arm: H0 "no difference" (two-sided paired t-test, p_d) and, with
+`margin` > 0, HE "|Δ| >= margin" (TOST, p_e = the larger of the two one-sided p's). They are tested together in one
+step-down (Holm's, with Shaffer's count of how many hypotheses can be true at once): sort all p's; the r-th is
+rejected, given every earlier one was, when p < alpha / t_r, t_r = the arms in the family not yet cleared, an arm being
+cleared once all its hypotheses are rejected. H0 and HE of one arm cannot both be true, so t_r bounds the number of
+true hypotheses left and the family-wise error is at most alpha under any dependence (Shaffer 1986). Without a margin
+this is Holm's procedure over the arms. H0 rejected: better/worse by the sign of the mean; else HE rejected:
+equivalent; else inconclusive. Every paired difference exactly 0: equivalent (the arms computed the same thing).
+`p_holm` is H0's adjusted p. A wrong call of any kind on an arm, also a wrong sign, lies inside the rejection of one
+true one-sided hypothesis at the same level, so the union-bound argument below covers all three calls.
+
+**Looks (seeds until decided).** The sweeper runs `n_first` seeds, then gives `seed_step` more to every arm still
+inconclusive, up to `max_seeds`: K = len(planned_looks(...)) looks, fixed before the first run. Each look tests at
+alpha / K (alpha spent evenly: alpha * k / K after look k). An arm decided at a look keeps its decision and gets no
+more seeds; at later looks it stays in the family's count t with its hypotheses unrejectable (p = 1, a valid p-value),
+so each look's step-down is a valid test of the potential data of that look (every arm's first n_k seeds, whether or
+not they were run). The chance of any wrong call is then at most the sum over looks, K * alpha / K = alpha, by the
+union bound, whatever the dependence between looks and whichever arms stop when. A re-test at alpha at every look
+(what adding seeds by hand and re-reading the report does) has no such bound; tests/workbench/test_decide.py
+measures both by simulation (docs/decisions.md).
+
+**Bracketing.** An arm's rates bracket its optimum when its best rate (on the selection split) has a tried rate on
+each side, or a side is closed by a rate that diverged (a failed run or a loss at or above ln(vocab_size), the loss of
+the uniform guess) or by the bound the next rate would cross. An arm whose best rate is an open edge is `unbracketed`
+and gets no better/worse/equivalent call, nor does any arm when the baseline is unbracketed: a comparison at a rate
+that is not the arm's optimum measures the rate, not the arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+ARM, METRIC, LR, SELECTION = "ablation.arm", "val_loss", "optim.lr", "selection_loss"
+ALPHA, POWER = 0.05, 0.8
+COMPLETED = "completed"
+LR_BOUNDS = (1e-6, 10.0)
+SINGLE_RATE_STEP = 3.0
+CALLS = np.array(["inconclusive", "better", "worse", "equivalent"])  # the core's codes 0..3
+COLUMNS = ["arm", "baseline", "n", "failed", "best_lr", "mean", "std", "ci_lo", "ci_hi", "delta", "delta_lo",
+           "delta_hi", "p_value", "p_holm", "mde", "decision", "sensitive", "sd_d", "tost_lo", "tost_hi", "n_pairs",
+           "identical", "lrs_tried", "bracketed", "n_seeds", "looks", "kv_bytes", "params"]  # fmt: skip
+
+
+def higher_is_better(metric: str) -> bool:
+    """Accuracies rise as a model improves; every other metric here (losses, bpb, perplexity) falls."""
+    return metric.endswith("accuracy")
+
+
+def selection_metric(runs: pd.DataFrame, metric: str) -> str:
+    """What picks each arm's learning rate: `selection_loss` (a held-out selection split) where the runs have it,
+    else `metric` itself, the reported split, whose numbers are then optimistic (chosen and reported on one split)."""
+    done = runs[runs["status"] == COMPLETED]
+    has = SELECTION in done and pd.to_numeric(done[SELECTION], errors="coerce").notna().any()
+    return SELECTION if has else metric
+
+
+def best_lrs(runs: pd.DataFrame, selection: str) -> dict[str, float]:
+    """Per arm, the learning rate with the best mean `selection` over its completed seeds, among the rates where no
+    run failed (a rate that diverges on some seed is no usable setting) if there are any; NaN without `optim.lr` or
+    without a completed run."""
+    if LR not in runs:
+        return dict.fromkeys(runs[ARM].unique(), np.nan)
+    sign = -1.0 if higher_is_better(selection) else 1.0
+    out = {}
+    for arm, g in runs.groupby(ARM, sort=False):
+        ok = g[g["status"] == COMPLETED]
+        scores = sign * pd.to_numeric(ok[selection], errors="coerce").groupby(ok[LR]).mean().dropna()
+        usable = scores[~scores.index.isin(g.loc[g["status"] == "failed", LR])]
+        scores = usable if len(usable) else scores
+        out[arm] = float(scores.idxmin()) if len(scores) else np.nan
+    return out
+
+
+def at_lrs(runs: pd.DataFrame, lrs: Mapping[str, float]) -> pd.DataFrame:
+    """Each arm's runs at its rate in `lrs` (all of its runs where that is NaN: nothing to choose between)."""
+    chosen = runs[ARM].map(lrs)
+    return runs[chosen.isna() | (runs[LR] == chosen)] if LR in runs else runs
+
+
+def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean (scipy); NaN with fewer than 2 values, a point when they are all equal."""
+    if len(values) < 2:
+        return np.nan, np.nan
+    if np.ptp(values) == 0:  # scipy warns of precision loss on constant data; the interval is the value itself
+        return float(values[0]), float(values[0])
+    ci = stats.ttest_1samp(values, 0.0).confidence_interval(level)
+    return float(ci.low), float(ci.high)
+
+
+def paired(arm: pd.DataFrame, base: pd.DataFrame, metric: str, alpha: float = ALPHA) -> dict[str, Any]:
+    """Δ = arm - baseline paired by seed: mean, 95% interval (delta_lo/hi), paired t-test p, the 1 - 2 alpha interval
+    that TOST at `alpha` reads (tost_lo/hi), the spread sd_d of the differences, n_pairs, and `identical` (every
+    difference exactly 0). Differences without spread are a point: p 1 when they are all 0, 0 for a constant shift."""
+    both = arm[["seed", metric]].merge(base[["seed", metric]], on="seed", suffixes=("", "_base"))
+    a, b = both[metric].to_numpy(float), both[f"{metric}_base"].to_numpy(float)
+    d = a - b
+    n = len(d)
+    out = {"delta": float(d.mean()) if n else np.nan, "delta_lo": np.nan, "delta_hi": np.nan, "tost_lo": np.nan,
+           "tost_hi": np.nan, "sd_d": float(d.std(ddof=1)) if n > 1 else np.nan, "p_value": np.nan, "n_pairs": n,
+           "identical": bool(n and (d == 0).all())}  # fmt: skip
+    if n < 2:
+        return out
+    if np.ptp(d) == 0:
+        point = dict.fromkeys(("delta_lo", "delta_hi", "tost_lo", "tost_hi"), float(d[0]))
+        return {**out, **point, "p_value": 1.0 if d[0] == 0 else 0.0}
+    test = stats.ttest_rel(a, b)
+    ci95, ci_tost = test.confidence_interval(0.95), test.confidence_interval(1 - 2 * alpha)
+    return {**out, "delta_lo": float(ci95.low), "delta_hi": float(ci95.high), "tost_lo": float(ci_tost.low),
+            "tost_hi": float(ci_tost.high), "p_value": float(test.pvalue)}  # fmt: skip
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment: the k-th smallest of m p-values times (m - k + 1), made non-decreasing, capped
+    at 1. It holds the grid's family-wise error at α whatever the dependence between comparisons (they share the
+    baseline). NaN entries (no test) are not in the family and stay NaN."""
+    p = np.asarray(p_values, float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def mde(sd_d: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest |Δ| a two-sided paired t-test at `alpha` over `n` pairs whose differences spread by `sd_d` detects
+    with probability `power`. Solved exactly with the noncentral t: P(|T| > t_{1-α/2, n-1}) = power for
+    T ~ nct(n-1, Δ√n/sd_d); the usual (t_{1-α/2,n-1} + t_{power,n-1}) sd_d/√n is 5% low at n = 3 and 14% at n = 2.
+    It is per comparison: Holm tests the smallest p at α/m, so the grid's corrected MDE is larger. NaN below 2 pairs."""
+    if n < 2 or np.isnan(sd_d):
+        return np.nan
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(nc: float) -> float:  # both tails; the lower as the upper at -nc (nct.cdf is NaN far in its tail)
+        return stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc) - power
+
+    high = crit + stats.t.ppf(power, df)  # the approximation: a lower bound on the noncentrality needed
+    while shortfall(high) < 0:
+        high *= 1.5
+    return float(optimize.brentq(shortfall, 0.0, high) * sd_d / np.sqrt(n))
+
+
+# --- the decision core: [... x arms x seeds] paired differences -> calls ------------------------------------------
+
+
+def planned_looks(n_first: int, seed_step: int | None = None, max_seeds: int | None = None) -> list[int]:
+    """The seed counts at which the sweeper looks: n_first, then + seed_step (default n_first) up to max_seeds (None
+    or <= n_first: one look). Known before the first run, so alpha can be spent over them."""
+    step = seed_step or n_first
+    if step < 1 or n_first < 1:
+        raise ValueError(f"ablation.seed_step: got {seed_step!r} with {n_first} first seeds; allowed: an integer >= 1")
+    cap = max(n_first, max_seeds or n_first)
+    return [*range(n_first, cap, step), cap]
+
+
+def look_alpha(alpha: float, max_looks: int) -> float:
+    """The level each of `max_looks` looks tests at: alpha spent evenly, so the union bound over looks is alpha."""
+    return alpha / max(1, max_looks)
+
+
+def _t_tests(d: np.ndarray, margin: float | None) -> dict[str, np.ndarray]:
+    """Per arm over the last axis (NaN: no pair): n, mean, sd, p_d (two-sided paired t), p_e (TOST against ±margin;
+    NaN without a margin > 0), identical. Differences without spread: p_d 1 at 0 and 0 otherwise, p_e 0 inside the
+    margin and 1 outside, as the interval is then the point itself."""
+    ok = np.isfinite(d)
+    n = ok.sum(-1)
+    filled = np.where(ok, d, 0.0)
+    mean = np.divide(filled.sum(-1), n, out=np.full(n.shape, np.nan), where=n > 0)
+    resid = np.where(ok, d - mean[..., None], 0.0)
+    sd = np.sqrt(np.divide((resid**2).sum(-1), n - 1, out=np.full(n.shape, np.nan), where=n > 1))
+    lo, hi = np.where(ok, d, np.inf).min(-1), np.where(ok, d, -np.inf).max(-1)
+    flat = (n > 1) & (hi == lo)
+    spread = (n > 1) & ~flat
+    se = np.where(spread, sd, 1.0) / np.sqrt(np.maximum(n, 1))
+    df = np.maximum(n - 1, 1)
+    p_d = np.where(spread, 2 * stats.t.sf(np.abs(mean) / se, df), np.where(mean == 0, 1.0, 0.0))
+    p_d = np.where(n > 1, p_d, np.nan)
+    p_e = np.full(n.shape, np.nan)
+    if margin is not None and margin > 0:
+        one_sided = np.maximum(stats.t.sf((mean + margin) / se, df), stats.t.sf((margin - mean) / se, df))
+        p_e = np.where(spread, one_sided, np.where(np.abs(mean) < margin, 0.0, 1.0))
+        p_e = np.where(n > 1, p_e, np.nan)
+    identical = (n > 0) & (lo == 0) & (hi == 0)
+    return {"n": n, "mean": mean, "sd": sd, "p_d": p_d, "p_e": p_e, "identical": identical}
+
+
+def step_down(p_d: np.ndarray, p_e: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Adjusted p's of the joint step-down over each arm's H0 (p_d) and HE (p_e) along the last axis: the r-th
+    smallest p times t_r (the arms of `family` not yet cleared, an arm being cleared once all its tested hypotheses
+    came earlier), made non-decreasing, capped at 1. NaN p's are not tested (adjusted NaN) but their arm still
+    counts in t while it is in `family`. With every p_e NaN this is Holm's adjustment over the family."""
+    p = np.concatenate([p_d, p_e], axis=-1)
+    m = p_d.shape[-1]
+    arm = np.tile(np.arange(m), 2)
+    tested = np.isfinite(p)
+    order = np.argsort(np.where(tested, p, np.inf), axis=-1, kind="stable")
+    left = (tested[..., :m].astype(int) + tested[..., m:]).astype(int)  # tested hypotheses not yet passed, per arm
+    t = family.sum(-1).astype(float)
+    running = np.zeros(p.shape[:-1])
+    adjusted = np.full(p.shape, np.nan)
+    for r in range(2 * m):
+        k = order[..., r : r + 1]
+        pk, on = np.take_along_axis(p, k, -1)[..., 0], np.take_along_axis(tested, k, -1)[..., 0]
+        running = np.where(on, np.maximum(running, np.minimum(1.0, t * pk)), running)
+        np.put_along_axis(adjusted, k, np.where(on, running, np.nan)[..., None], -1)
+        a = arm[k[..., 0]]
+        onehot = (np.arange(m) == a[..., None]) & on[..., None]
+        left = left - onehot
+        cleared = on & (np.take_along_axis(left, a[..., None], -1)[..., 0] == 0)
+        t = t - (cleared & np.take_along_axis(family, a[..., None], -1)[..., 0])
+    return adjusted[..., :m], adjusted[..., m:]
+
+
+def decide(
+    d: np.ndarray, *, alpha: float = ALPHA, margin: float | None = None, higher_better: bool = False,
+    looks: Sequence[int] | None = None, counts: np.ndarray | None = None, eligible: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The calls for paired differences `d` [... x arms x seeds] (arm - baseline; NaN: no pair; seeds in the order
+    they were run), each look testing at `alpha` (the per-look level). Look k (seed count looks[k]; None: one look at
+    every seed) tests the arms still undecided that ran at least that many seeds (`counts` per arm, default all) on
+    their first looks[k] seeds; a call made stays. `eligible` (default all) arms may be called at all: the others
+    (unbracketed) stay in the family's count. The family: arms with 2 or more pairs. Returns per arm `code` (index
+    into CALLS), `look` (1-based, the last look that tested it; 0: none) and, at that look, p_d, p_e and their
+    adjusted p_holm, p_equiv."""
+    d = np.asarray(d, float)
+    shape, seeds = d.shape[:-1], d.shape[-1]
+    looks = [seeds] if looks is None else [min(int(c), seeds) for c in looks]
+    counts = np.full(shape, seeds) if counts is None else np.broadcast_to(counts, shape)
+    eligible = np.ones(shape, bool) if eligible is None else np.broadcast_to(eligible, shape)
+    family = np.isfinite(d).sum(-1) > 1
+    out = {"code": np.zeros(shape, int), "look": np.zeros(shape, int),
+           **{k: np.full(shape, np.nan) for k in ("p_d", "p_e", "p_holm", "p_equiv")}}  # fmt: skip
+    for k, c in enumerate(looks):
+        active = (out["code"] == 0) & eligible & (counts >= c)
+        if not active.any():
+            continue
+        t = _t_tests(d[..., :c], margin)
+        p_d, p_e = np.where(active, t["p_d"], np.nan), np.where(active, t["p_e"], np.nan)
+        adj_d, adj_e = step_down(p_d, p_e, family)
+        for key, value in (("p_d", p_d), ("p_e", p_e), ("p_holm", adj_d), ("p_equiv", adj_e)):
+            out[key] = np.where(active, value, out[key])
+        out["look"] = np.where(active, k + 1, out["look"])
+        up = (t["mean"] > 0) == higher_better
+        call = np.where(adj_d < alpha, np.where(up, 1, 2), np.where((adj_e < alpha) | t["identical"], 3, 0))
+        out["code"] = np.where(active, call, out["code"])
+    return out
+
+
+# --- one grid: summary table ------------------------------------------------------------------------------------
+
+
+def seeds_matrix(
+    chosen: pd.DataFrame, baseline: str, arms: Sequence[str], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """[arms x seeds] differences arm - baseline (NaN where either did not complete), seeds sorted (the order the
+    sweeper adds them), and each arm's count of seeds run whatever their status."""
+    seeds = np.sort(chosen["seed"].unique())
+    done = chosen[chosen["status"] == COMPLETED]
+    wide = done.pivot_table(index=ARM, columns="seed", values=metric, aggfunc="first").reindex(columns=seeds)
+    values = wide.reindex(list(arms)).to_numpy(float)
+    base = wide.reindex([baseline]).to_numpy(float)
+    counts = chosen.groupby(ARM)["seed"].nunique().reindex(list(arms)).fillna(0).to_numpy(int)
+    return values - base, counts
+
+
+def lrs_tried(runs: pd.DataFrame) -> dict[str, list[float]]:
+    """Per arm, the sorted learning rates it ran at (any status); empty without `optim.lr`."""
+    if LR not in runs:
+        return {str(a): [] for a in runs[ARM].unique()}
+    return {str(a): sorted(map(float, g[LR].dropna().unique())) for a, g in runs.groupby(ARM, sort=False)}
+
+
+def summarize(
+    runs: pd.DataFrame, baseline: str, metric: str = METRIC, *, margin: float | None = None,
+    control: str | None = None, selection: str | None = None, alpha: float = ALPHA,
+    looks: Sequence[int] | None = None, bracketed: Mapping[str, bool] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """One row per arm, from its runs at its best learning rate (`best_lr`, picked on `selection`, by default
+    `selection_metric`), paired by seed with the baseline's at its own: n, failed, mean, std and 95% interval; Δ,
+    p, `p_holm` (adjusted over the arms), `mde` and the TOST interval at `alpha`, the per-look level, and `decision`
+    by `decide` (`margin`: ± in metric units, None: nothing can be equivalent; `looks`: the seed counts looked at,
+    None: one look). An arm not `bracketed`, or any arm when the baseline is not, is `unbracketed`. With a `control`
+    arm, `sensitive` is "yes" iff its decision is worse; when it is "no", no arm is called equivalent (only identical
+    ones): a study that cannot see its factor cannot show its absence."""
+    arms = [str(a) for a in runs[ARM].unique()]
+    if margin is not None and not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"ablation.margin: got {margin!r}; allowed: a number >= 0 in {metric}'s units, or null")
+    if control is not None and (control not in arms or control == baseline):
+        others = ", ".join(a for a in arms if a != baseline)
+        raise ValueError(f"ablation.control: got {control!r}; allowed: an arm other than the baseline: {others}")
+    lrs = best_lrs(runs, selection or selection_metric(runs, metric))
+    tried = lrs_tried(runs)
+    chosen = at_lrs(runs, lrs)
+    done = chosen[chosen["status"] == COMPLETED]
+    base = done[done[ARM] == baseline]
+    rows = []
+    for arm, g in chosen.groupby(ARM, sort=False):
+        ok = done[done[ARM] == arm]
+        values = ok[metric].to_numpy(float)
+        lo, hi = mean_interval(values)
+        rows.append({"arm": arm, "baseline": arm == baseline, "n": len(values),
+                     "failed": int((g["status"] != COMPLETED).sum()), "best_lr": lrs[arm],
+                     "mean": values.mean() if len(values) else np.nan,
+                     "std": values.std(ddof=1) if len(values) > 1 else np.nan, "ci_lo": lo, "ci_hi": hi,
+                     **paired(ok, base, metric, alpha),
+                     "lrs_tried": ";".join(f"{r:g}" for r in tried[str(arm)]),
+                     "bracketed": True if bracketed is None else bool(bracketed.get(str(arm), False)),
+                     "n_seeds": int(g["seed"].nunique()),
+                     "kv_bytes": ok["kv_cache_bytes"].mean() if len(ok) else np.nan,
+                     "params": ok["params.total"].mean() if len(ok) else np.nan})  # fmt: skip
+    summary = pd.DataFrame(rows)
+    compared = ~summary["baseline"]
+    summary.loc[~compared, "p_value"] = np.nan  # the baseline against itself is no comparison
+    others = summary.loc[compared, "arm"].tolist()
+    d, counts = seeds_matrix(chosen, baseline, others, metric)
+    base_ok = bool(summary.loc[~compared, "bracketed"].all())  # a baseline not run: nothing to bracket
+    eligible = summary.loc[compared, "bracketed"].to_numpy(bool) & base_ok
+    calls = decide(d, alpha=alpha, margin=margin, higher_better=higher_is_better(metric), looks=looks,
+                   counts=None if looks is None else counts, eligible=eligible)  # fmt: skip
+    summary["p_holm"], summary["looks"], summary["decision"] = np.nan, 1, "baseline"
+    summary.loc[compared, "p_holm"] = calls["p_holm"]
+    summary.loc[compared, "looks"] = np.maximum(calls["look"], 1)
+    summary.loc[compared, "decision"] = np.where(eligible, CALLS[calls["code"]], "unbracketed")
+    summary["mde"] = [
+        mde(s, n, alpha) if c else np.nan for s, n, c in zip(summary["sd_d"], summary["n_pairs"], compared, strict=True)
+    ]
+    summary["sensitive"] = None
+    if control is not None:
+        sensitive = summary.loc[summary["arm"] == control, "decision"].item() == "worse"
+        summary["sensitive"] = "yes" if sensitive else "no"
+        if not sensitive:
+            summary.loc[(summary["decision"] == "equivalent") & ~summary["identical"], "decision"] = "inconclusive"
+    return summary[COLUMNS]
+
+
+def lr_table(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Per arm and learning rate: completed seeds, failures, mean and 95% interval of `metric`, and `diverged`: a run
+    failed (a NaN/inf loss fails it) or ended at or above ln(vocab), the loss of the uniform guess a model starts
+    from."""
+    rows = []
+    for arm, g_arm in runs.groupby(ARM, sort=False):
+        for lr, g in g_arm.groupby(LR):
+            ok = g[g["status"] == COMPLETED]
+            values = ok[metric].to_numpy(float)
+            start = np.log(ok["model.vocab_size"].to_numpy(float)) if "model.vocab_size" in ok else np.inf
+            above = metric.endswith("loss") and bool((values >= start).any())
+            lo, hi = mean_interval(values)
+            rows.append({"arm": arm, "lr": lr, "n": len(values), "failed": int((g["status"] == "failed").sum()),
+                         "mean": values.mean() if len(values) else np.nan, "ci_lo": lo, "ci_hi": hi,
+                         "diverged": above or bool((g["status"] == "failed").any())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# --- bracketing ---------------------------------------------------------------------------------------------------
+
+
+def log_step(lrs: Sequence[float]) -> float:
+    """The grid's own step between rates: the geometric mean ratio of consecutive sorted distinct rates, i.e.
+    (max / min) ** (1 / (n - 1)); 3.0 for a single rate."""
+    rates = sorted({float(r) for r in lrs})
+    if len(rates) < 2:
+        return SINGLE_RATE_STEP
+    return float((rates[-1] / rates[0]) ** (1 / (len(rates) - 1)))
+
+
+def _round3(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def _side(tried: list[float], b: int, diverged: Mapping[float, bool], up: bool, step: float,
+          bounds: tuple[float, float]) -> tuple[str, float | None]:  # fmt: skip
+    """One side of the best rate tried[b]: "interior" (a tried rate beyond that did not diverge), "diverged" (the
+    nearest tried rate beyond did), "bound" (the next rate beyond leaves `bounds`) or "open", with that next rate."""
+    j = b + 1 if up else b - 1
+    if 0 <= j < len(tried):
+        return ("diverged" if diverged.get(tried[j], False) else "interior"), None
+    nxt = _round3(tried[b] * step if up else tried[b] / step)
+    return ("bound" if not bounds[0] <= nxt <= bounds[1] else "open"), nxt
+
+
+def brackets(
+    runs: pd.DataFrame, bounds: Sequence[float] = LR_BOUNDS, step: float = SINGLE_RATE_STEP, *, bracket: bool = True,
+    selection: str | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Per arm: `lrs_tried` (sorted), `best_lr` (as best_lrs picks it on `selection`, by default selection_metric),
+    `bracketed`, `reason` and `next_lr`. A side of the best rate is closed by a tried rate beyond it (a diverged one
+    counts: it is worse than any completed one) or by the bound the next rate (best × or / `step`, 3 significant
+    digits) would cross. reason: "interior" (both sides closed by rates that did not diverge), "diverged" (closed, one
+    side by a diverged rate), "bound" (closed, one side by the bound), "edge" (a side open: not bracketed),
+    "untuned" (one rate, or no `optim.lr`, and `bracket` off: taken as given, bracketed). `next_lr`: for an
+    unbracketed arm, the rate beyond its open edge (upward first when both are open, as for a single rate); an arm
+    without a completed run goes down from its lowest rate. None when bracketed."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not (0 < lo < hi and step > 1):
+        raise ValueError(f"ablation.lr_bounds: got {list(bounds)!r} with step {step!r}; allowed: 0 < low < high and "
+                         "a step > 1")  # fmt: skip
+    selection = selection or selection_metric(runs, METRIC)
+    best = best_lrs(runs, selection)
+    table = lr_table(runs, selection) if LR in runs else pd.DataFrame(columns=["arm", "lr", "diverged"])
+    rows = []
+    for arm, tried in lrs_tried(runs).items():
+        diverged = {float(r.lr): bool(r.diverged) for r in table[table["arm"] == arm].itertuples()}
+        row = {"arm": arm, "lrs_tried": tried, "best_lr": best.get(arm, np.nan)}
+        if not tried or (len(tried) == 1 and not bracket):
+            rows.append({**row, "bracketed": True, "reason": "untuned", "next_lr": None})
+            continue
+        if not np.isfinite(row["best_lr"]):  # nothing completed: every rate tried failed
+            nxt = _round3(tried[0] / step)
+            ok = nxt < lo
+            rows.append({**row, "bracketed": ok, "reason": "bound" if ok else "edge", "next_lr": None if ok else nxt})
+            continue
+        b = int(np.argmin(np.abs(np.asarray(tried) - row["best_lr"])))
+        (upper, up_next), (lower, down_next) = (_side(tried, b, diverged, u, step, (lo, hi)) for u in (True, False))
+        sides = (upper, lower)
+        if "open" in sides:
+            reason, nxt = "edge", up_next if upper == "open" else down_next
+        else:
+            reason, nxt = ("diverged" if "diverged" in sides else "bound" if "bound" in sides else "interior"), None
+        rows.append({**row, "bracketed": reason != "edge", "reason": reason, "next_lr": nxt})
+    return pd.DataFrame(rows, columns=["arm", "lrs_tried", "best_lr", "bracketed", "reason", "next_lr"])
