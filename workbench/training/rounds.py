@@ -54,8 +54,13 @@ class Settings:
                    str(ablation.metric))  # fmt: skip
 
     @property
-    def max_looks(self) -> int:
+    def looks(self) -> list[int]:
+        """The seed counts at which arms are decided (the first round's, then every `seed_step` to `max_seeds`)."""
         return decide.planned_looks(self.first_seeds, self.seed_step, self.max_seeds)
+
+    @property
+    def max_looks(self) -> int:
+        return len(self.looks)
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
@@ -97,19 +102,22 @@ def bracketing(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], s
     return combos, "; ".join(why)
 
 
-def decisions(runs: pd.DataFrame, s: Settings) -> pd.DataFrame:
-    """The arms' decisions at a look, at the alpha each look may spend."""
+def decisions(runs: pd.DataFrame, s: Settings, look: int) -> pd.DataFrame:
+    """The arms' decisions at look `look` (1-based), each look at alpha / the planned looks; a call made at an earlier
+    look stays (`decide.summarize` replays the looks)."""
     done = runs[runs["status"].isin(["completed", "failed"])]
+    table = decide.brackets(done, bounds=s.bounds, step=s.step, bracket=s.bracket)
     return decide.summarize(done, s.baseline or str(done[ARM].iloc[0]), s.metric, margin=s.margin,
-                            control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks))  # fmt: skip
+                            control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks), looks=s.looks[:look],
+                            bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)))  # fmt: skip
 
 
-def more_seeds(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], str]:
-    """After a look: `seed_step` more seeds for every inconclusive arm under `max_seeds` (at each of its rates),
+def more_seeds(runs: pd.DataFrame, s: Settings, look: int) -> tuple[list[dict[str, str]], str]:
+    """After look `look`: `seed_step` more seeds for every inconclusive arm under `max_seeds` (at each of its rates),
     and for the baseline every seed those arms will have; and why."""
-    if s.max_seeds is None:
+    if s.max_seeds is None or look >= s.max_looks:
         return [], ""
-    table = decisions(runs, s)
+    table = decisions(runs, s, look)
     base = s.baseline or str(runs[ARM].iloc[0])
     combos, grown = [], []
     for row in table.to_dict("records"):
@@ -118,7 +126,7 @@ def more_seeds(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], s
         if arm == base or row["decision"] != "inconclusive" or len(have) >= s.max_seeds:
             continue
         new = range(max(have) + 1, max(have) + 1 + min(s.seed_step, s.max_seeds - len(have)))
-        grown.append(f"{arm} inconclusive at {len(have)} seeds")
+        grown.append(f"{arm} inconclusive at {len(have)} seeds (look {look} of {s.max_looks})")
         combos += [{ARM: arm, SEED: str(seed), LR: str(lr)} for seed in new for lr in _rates(runs, arm)]
     if combos:
         needed = sorted({int(c[SEED]) for c in combos} - set(_seeds(runs, base)))

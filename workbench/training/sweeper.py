@@ -119,7 +119,7 @@ class GridSweeper(Sweeper):
             combos, why = rounds.bracketing(runs, settings) if settings.bracket else ([], "")
             if not combos:
                 looks += 1
-                combos, why = rounds.more_seeds(runs, settings)
+                combos, why = rounds.more_seeds(runs, settings, looks)
             rounds.write_state(directory, settings, max(looks, 1), history)
             new = jobs.add(combos)
             if not new:
@@ -141,7 +141,7 @@ class GridSweeper(Sweeper):
             if prior and prior.get("status") == "completed":
                 if key not in progress.skipped:
                     progress.skipped.add(key)
-                    print(f"skip {job.run.run_dir.name}: completed ({prior.get('val_loss', float('nan')):.4f} val loss)")
+                    print(f"skip {job.run.run_dir.name}: completed (val loss {prior.get('val_loss')})")
                 continue
             launched.add(key)
             todo.append(job)

@@ -4,6 +4,8 @@ flag, and the rounds bracket each arm's rate and add seeds until decided."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -161,3 +163,37 @@ def test_seeds_until_decided_stop_a_hopeless_arm_early_and_never_split_an_identi
     summary = report(sweep).set_index("arm")
     assert summary.loc["hopeless", "decision"] == "worse"
     assert summary.loc["same", "decision"] not in ("better", "worse")
+
+
+def test_a_relaunch_into_a_sweep_made_by_the_old_code_skips_every_finished_run(tmp_path, monkeypatch, capsys):
+    """tests/assets/sweep_1433776: `+ablation=gqa ablation.quick=true ablation.quick_seeds=[0]` run by the code before
+    the sweeper (commit 1433776). Today's sweeper computes the same ids, so it finds every run and trains nothing."""
+    sweep = tmp_path / "gqa"
+    shutil.copytree(Path(__file__).parents[2] / "assets" / "sweep_1433776", sweep)
+    before = {p: p.read_text() for p in sweep.rglob("results.json")}
+    code, out, err = cli(monkeypatch, capsys, ["--multirun", "+ablation=gqa", "ablation.quick=true",
+                                               "ablation.quick_seeds=[0]", f"hydra.sweep.dir={sweep}",
+                                               f"data.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    assert code == 0, err
+    assert sorted(re.findall(r"skip (\S+): completed", out)) == sorted(p.parent.name for p in before)
+    assert {p: p.read_text() for p in sweep.rglob("results.json")} == before
+    assert not (tmp_path / "cache").exists()  # nothing trained, not even the data prepared
+
+
+@pytest.mark.slow
+def test_a_grid_with_rounds_runs_the_same_through_submitit_and_joblib(tmp_path):
+    """Rounds through two launchers: each arm's rate is bracketed by a second round (3e-3, then 9e-3; the bounds close
+    both sides), and the run dirs and their results are the same whichever launcher ran them."""
+    folder = write_grid(tmp_path / "grids", lrs="[3.0e-3]")
+    args = ["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.lr_bounds=[2.0e-3,1.0e-2]", *FAST,
+            "trainer.max_steps=8", "logger=none", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    losses = {}
+    for launcher in ("submitit_local", "joblib"):
+        sweep = tmp_path / launcher
+        extra = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"] if launcher != "joblib" else []
+        done = run_cli([*args, f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={sweep}"])
+        assert done.returncode == 0, done.stderr[-3000:]
+        state = json.loads((sweep / "sweep.json").read_text())
+        assert [r["jobs"] for r in state["rounds"]] == [2, 2], state  # 2 arms at 3e-3, then at 9e-3
+        losses[launcher] = {name: r["val_loss"] for name, r in _statuses(sweep).items()}
+    assert losses["submitit_local"] == losses["joblib"] and len(losses["joblib"]) == 4
