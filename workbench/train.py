@@ -12,6 +12,7 @@ record a failure and go on. A run that fails on a NaN loss or an unreadable chec
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -50,15 +51,40 @@ def _main(cfg: DictConfig) -> None:
         print(f"W&B run: {results['wandb']}  (offline runs: `wandb sync <that folder>`)")
 
 
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
+    """(the `hydra.searchpath` override that Hydra's `--config-dir DIR` / `-cd DIR` amounts to, if any; the other
+    arguments): a grid in a folder of your own is planned, validated and priced like a shipped one."""
+    dirs, rest, it = [], [], iter(args)
+    for a in it:
+        flag, eq, value = a.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            dirs.append(value if eq else next(it, ""))
+        else:
+            rest.append(a)
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"--config-dir: got {d!r}, not a folder; allowed: an existing folder holding "
+                              "<group>/<name>.yaml files, e.g. ablation/my_grid.yaml")  # fmt: skip
+    paths = ",".join(f"'file://{Path(d).resolve()}'" for d in dirs)  # quoted: a path may hold spaces or commas
+    return ([f"hydra.searchpath=[{paths}]"] if dirs else []), rest
+
+
 def main() -> None:
-    args = sys.argv[1:]
+    try:
+        searchpath, args = config_dirs(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     flags = [a for a in args if a.startswith("-")]
     multirun = flags in (["--multirun"], ["-m"])
     if flags and not multirun:  # Hydra's own modes (--help, --cfg, ...)
         _main()
         return
     try:
-        plans = planned_jobs([a for a in args if not a.startswith("-")], multirun)
+        plans = planned_jobs(searchpath + [a for a in args if not a.startswith("-")], multirun)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -55,21 +55,28 @@ def _parse(lines: list[str]) -> list:
         ) from e
 
 
-def group_options(group: str) -> list[str] | None:
-    """The options of a config group (files under conf/ and ConfigStore entries); None when `group` is not one."""
+def group_options(group: str, search_dirs: tuple[Path, ...] = ()) -> list[str] | None:
+    """The options of a config group (files under conf/ and under each search dir, ConfigStore entries); None when
+    `group` is not one."""
     if group.startswith("hydra"):
         return None
-    folder = CONF_DIR / group
     stored = ConfigStore.instance().list(group) if group in ConfigStore.instance().repo else []
-    options = [p.stem for p in folder.glob("*.yaml")] if folder.is_dir() else []
+    options = [p.stem for root in (CONF_DIR, *search_dirs) for p in (root / group).glob("*.yaml")]
     options += [name.removesuffix(".yaml") for name in stored]
     return sorted(set(options)) or None
 
 
+def search_dirs(parsed: list) -> tuple[Path, ...]:
+    """The folders a `hydra.searchpath=[file://...]` override adds (what `--config-dir` becomes when planning)."""
+    paths = [o.value() for o in parsed if o.key_or_group == "hydra.searchpath"]
+    return tuple(Path(str(p).removeprefix("file://")) for ps in paths for p in ps if str(p).startswith("file://"))
+
+
 def check_choices(parsed: list) -> None:
     """Every `group=option` names an existing option: Hydra would let a later choice of the group hide a bad one."""
+    dirs = search_dirs(parsed)
     for o in parsed:
-        options = group_options(o.key_or_group)
+        options = group_options(o.key_or_group, dirs)
         if options is None or o.is_delete():
             continue
         for value in o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]:
