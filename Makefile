@@ -1,9 +1,10 @@
-# `make run`: set up and run the main job on the embedded defaults. `make test`: set up and run the tests.
+# `make run`: set up and run the main job on the embedded defaults. `make test`: set up, lint, build the docs (a broken
+# link or anchor, or a page missing from mkdocs.yml's nav, fails it) and run the tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint docs
 
 setup: $(VENV)/.installed
 
@@ -25,5 +26,8 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+docs: setup
+	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
+
+test: lint docs
 	$(PY) -m pytest -n 2 --dist worksteal -q

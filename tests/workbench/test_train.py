@@ -3,12 +3,14 @@
 import csv
 import json
 import math
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
+from workbench import train as train_cli
 from workbench.data import build_data
 from workbench.training.jobs import train
 
@@ -125,3 +127,72 @@ def test_local_attention_that_cannot_see_the_pairs_only_guesses(tmp_path):
     guess, num_values = results["data"]["context_guess_accuracy"], round(1 / results["data"]["chance_accuracy"])
     best_without_recall = guess + (1 - guess) / (num_values - 1)
     assert results["val_accuracy"] < best_without_recall + 0.05, results["val_accuracy"]
+
+
+OWN_GRID = """# @package _global_
+defaults:
+  - _base
+  - _self_
+
+ablation:
+  name: my_window
+  baseline: w32
+  control: w2
+  margin: 0.02
+  arms:
+    w2: {model.window: 2}
+    w32: {model.window: 32}
+"""
+
+
+def _cli(monkeypatch, *args: str) -> int:
+    """`python -m workbench.train <args>` in this process; its exit status."""
+    monkeypatch.setattr(sys, "argv", ["workbench.train", *args])
+    try:
+        train_cli.main()
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+def _own_folder(tmp_path, grid: str = OWN_GRID):
+    (tmp_path / "mygrids" / "ablation").mkdir(parents=True)
+    (tmp_path / "mygrids" / "ablation" / "my_window.yaml").write_text(grid)
+    return tmp_path / "mygrids"
+
+
+@pytest.mark.parametrize("flag", ["--config-dir", "-cd", "--config-dir="])
+def test_a_grid_in_a_folder_of_your_own_is_planned_and_priced_like_a_shipped_one(flag, tmp_path, monkeypatch, capsys):
+    """`--config-dir` (Hydra's own flag) reaches the planning and the dry run, not only Hydra's launch."""
+    folder, sweep = _own_folder(tmp_path), tmp_path / "sweep"
+    where = [f"{flag}{folder}"] if flag.endswith("=") else [flag, str(folder)]
+    args = ["--multirun", "+ablation=my_window", "ablation.quick=true", "dry_run=true", f"hydra.sweep.dir={sweep}"]
+    assert _cli(monkeypatch, *where, *args) == 0
+    rows = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("arm ")]
+    assert sorted(rows) == ["w2", "w2", "w32", "w32"]  # two quick seeds per arm
+    assert not sweep.exists()
+    assert _cli(monkeypatch, *args) == 2  # the same grid without the folder: an unknown option
+    assert "ablation: got 'my_window'" in capsys.readouterr().err
+
+
+def test_an_own_grid_with_a_typo_or_a_missing_folder_is_one_error_line(tmp_path, monkeypatch, capsys):
+    folder = _own_folder(tmp_path, OWN_GRID.replace("w32: {model.window: 32}", "w32: {model.windw: 32}"))
+    args = ["--multirun", "+ablation=my_window", "dry_run=true", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert _cli(monkeypatch, "--config-dir", str(folder), *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: grid my_window, arm w32: unknown config key 'model.windw'") and "window" in err
+    assert _cli(monkeypatch, "--config-dir", str(tmp_path / "absent"), *args) == 2
+    assert capsys.readouterr().err.startswith(f"error: --config-dir: got '{tmp_path / 'absent'}', not a folder")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_an_own_grid_trains_end_to_end_through_hydra_with_config_dir(tmp_path, monkeypatch):
+    folder, sweep = _own_folder(tmp_path), tmp_path / "sweep"
+    args = ["--config-dir", str(folder), "--multirun", "+ablation=my_window", "ablation.quick=true",
+            "ablation.quick_seeds=[0]", "trainer.peak_flops=1e11", f"hydra.sweep.dir={sweep}",
+            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    assert _cli(monkeypatch, *args) == 0
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert sorted(name.split("_s0_")[0] for name in results) == ["w2", "w32"]
+    assert all(r["status"] == "completed" for r in results.values())

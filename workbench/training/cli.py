@@ -106,6 +106,9 @@ def check_composition(argv: list[str]) -> None:
     primary = Path(flags.config_path).absolute() if flags.config_path else CONF_DIR
     if flags.config_dir:  # Hydra searches it after the primary dir; a config named there is found there
         extra = Path(flags.config_dir).expanduser().absolute()
+        if not extra.is_dir():
+            raise ConfigError(f"--config-dir: got '{flags.config_dir}', not a folder; allowed: a folder of configs "
+                              "(your grids in <folder>/ablation/<name>.yaml)")  # fmt: skip
         if (extra / f"{flags.config_name}.yaml").is_file() and not (primary / f"{flags.config_name}.yaml").is_file():
             primary, extra = extra, primary
         fixed.append(f"hydra.searchpath=[file://{extra}]")

@@ -1,7 +1,7 @@
 """`dry_run=true`: what a plan costs, job by job (dependencies included), before anything trains: the accounting's
 parameters, training FLOPs per token, KV bytes, an on-policy run's decode FLOPs per sampled token (its sampling is
 in the job's FLOPs), and a time at this machine's training FLOP/s
-(`workbench.timing.achieved_flops`); README, "Dry runs", says how rough it is.
+(`workbench.timing.achieved_flops`); docs/grids.md, "Dry runs", says how rough it is.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Stability monitors for the soft-cap vs QK-norm question, logged every `trainer.monitor_every` steps; README,
-"Stability monitors", tables the metrics (max logit and saturation per layer, output-logit RMS, loss spike).
+"""Stability monitors for the soft-cap vs QK-norm question, logged every `trainer.monitor_every` steps;
+docs/config.md, "Stability monitors", tables the metrics (max logit and saturation per layer, output-logit RMS,
+loss spike).
 The probes that score a monitored step are the library's (`workbench.probes`); this callback attaches them.
 """
 
