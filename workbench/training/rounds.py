@@ -22,6 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from workbench import decide
+from workbench.training.grid import flatten
 from workbench.training.results import RESULTS_FILE
 from workbench.training.sweep import ARM, LR, SEED, SweepJob
 
@@ -74,7 +75,7 @@ def runs_frame(jobs: list[SweepJob]) -> pd.DataFrame:
     for job in jobs:
         cfg = job.run.cfg
         results = read_results(job.run.run_dir) or {"status": "incomplete"}
-        flat = {k: v for k, v in results.items() if not isinstance(v, dict | list)}
+        flat = {k: v for k, v in flatten(results).items() if not isinstance(v, dict | list)}
         rows.append({**flat, ARM: cfg.ablation.arm, SEED: int(cfg.seed), LR: float(cfg.optim.lr),
                      "model.vocab_size": int(cfg.model.vocab_size)})  # fmt: skip
     return pd.DataFrame(rows)
