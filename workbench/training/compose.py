@@ -24,8 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 from workbench.training.errors import ConfigError, from_composition, one_paragraph
 from workbench.training.grid import plain, register_resolvers, resolve_arm, run_id
 from workbench.training.plan import Job, plan
+from workbench.training.preflight import preflight
 from workbench.training.schema import register
-from workbench.training.validate import check_writable, validate
+from workbench.training.validate import check_added_keys, validate
 
 VERSION_BASE = "1.3"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: found the same way after `pip install .`
@@ -115,6 +116,7 @@ def compose_job(overrides: list[str]) -> tuple[DictConfig, DictConfig]:
     cfg = copy.deepcopy(_compose(shared, True))
     with open_dict(cfg):
         hydra_node = cfg.pop("hydra")
+    check_added_keys([o for o in parsed if group_options(o.key_or_group) is None], cfg)
     for o in parsed:
         if o.input_line not in shared:
             try:
@@ -139,28 +141,31 @@ def planned_jobs(overrides: list[str], multirun: bool) -> list[list[Job]]:
             run_dir = Path(hydra_node.sweep.dir) / name
         else:
             run_dir = Path(hydra_node.run.dir)
-            check_writable("hydra.run.dir", run_dir)
-        plans.append(validated_plan(cfg, run_dir, seen))
+        plans.append(validated_plan(cfg, run_dir, seen, hydra_node.launcher._target_ if multirun else None))
     return plans
 
 
-def validated_plan(cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None) -> list[Job]:
-    """`plan(cfg, run_dir)` for a config with its arm applied, the run and each dependency not in `seen` validated."""
+def validated_plan(
+    cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None, launcher: str | None = None
+) -> list[Job]:
+    """`plan(cfg, run_dir)` for a config with its arm applied, the run and each dependency not in `seen` validated
+    and preflighted (`launcher`: the multirun's `hydra.launcher._target_`; None: a single run)."""
     seen = set() if seen is None else seen
-    _validate(Job("run", cfg, run_dir))  # first: planning reads the distill and init_from keys
+    _validate(Job("run", cfg, run_dir), launcher)  # first: planning reads the distill and init_from keys
     seen.add(run_dir)
     jobs = plan(cfg, run_dir)
     for job in jobs:
         if job.run_dir not in seen:
             seen.add(job.run_dir)
-            _validate(job)
+            _validate(job, launcher)
     return jobs
 
 
-def _validate(job: Job) -> None:
-    """`validate`, its error prefixed with the grid and arm, or the dependency, it is about."""
+def _validate(job: Job, launcher: str | None) -> None:
+    """`validate` and `preflight`, their error prefixed with the grid and arm, or the dependency, it is about."""
     try:
         validate(job.cfg)
+        preflight(job.cfg, job.run_dir if job.what == "run" else None, launcher)
     except ConfigError as e:
         raise ConfigError(f"{_where(job.cfg, job.what)}{e}") from e
 
