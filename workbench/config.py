@@ -300,8 +300,10 @@ class ModelConfig:
             return f"head_dim_global: got {head_dim}; allowed: {allowed}"
         if self.head_dim is not None:
             return f"head_dim: got {head_dim}; allowed: {allowed}"
-        return (f"d_model: got {self.d_model}, a head width d_model / n_heads = {head_dim} (n_heads={self.n_heads}); "
-                f"allowed: a multiple of 2 x n_heads = {2 * self.n_heads}, or set head_dim to an even width")  # fmt: skip
+        return (
+            f"d_model: got {self.d_model}, a head width d_model / n_heads = {head_dim} (n_heads={self.n_heads}); "
+            f"allowed: a multiple of 2 x n_heads = {2 * self.n_heads}, or set head_dim to an even width"
+        )
 
     def _check_attention_reads(self) -> None:
         """A field set away from its default must be read by the attention kind of the layers it is for: a kind
