@@ -32,7 +32,8 @@ class LocalTokenizer:
         self.vocab_size = self._tok.get_vocab_size()
         self.eos_id = None if eos_token is None else self._tok.token_to_id(eos_token)
         if eos_token is not None and self.eos_id is None:
-            raise ValueError(f"data.eos_token: {eos_token!r} is not in the tokenizer's vocabulary")
+            raise ValueError(f"data.eos_token: got {eos_token!r}, which is not in the tokenizer's vocabulary; allowed: "
+                             f"null or a token of data.tokenizer={path!r}")  # fmt: skip
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         tail = [] if self.eos_id is None else [self.eos_id]
