@@ -77,7 +77,7 @@ def from_composition(e: BaseException) -> ConfigError:
     return from_omegaconf(keyed) if keyed is not None else ConfigError(one_paragraph(str(e)))
 
 
-NAMES_A_FIELD = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")  # a message that begins with the field it is about
+NAMES_A_FIELD = re.compile(r"^[a-z_]+(\.[a-z_]+)+: ")  # a message that begins with the dotted field it is about
 
 
 def user_error(key: str, e: BaseException, allowed: str) -> ConfigError:
@@ -85,7 +85,7 @@ def user_error(key: str, e: BaseException, allowed: str) -> ConfigError:
     contract's one paragraph: the field first (the text's own when it begins with one, e.g. `data.eos_token:`),
     what is allowed last (neither repeated when the text has it)."""
     text = one_paragraph(str(e))
-    text = text if NAMES_A_FIELD.match(text) else f"{key}: {text}"
+    text = text if text.startswith(f"{key}:") or NAMES_A_FIELD.match(text) else f"{key}: {text}"
     return ConfigError(text if "allowed:" in text else f"{text}; allowed: {allowed}")
 
 
