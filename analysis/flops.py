@@ -9,7 +9,6 @@ Usage: `python -m analysis.flops gemma3-27b --context 32768 [--json]`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from analysis.cli import Parser
 from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import forward_flops, meta_model, training_flops
 from workbench.blocks.attention import attended_pairs
@@ -102,7 +102,7 @@ def print_report(name: str, r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.flops", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.flops", description=__doc__.splitlines()[0])
     add_preset_args(parser)
     parser.add_argument("--context", type=int, default=None, help="tokens per sequence (default: max_seq_len)")
     args = parser.parse_args(argv)

@@ -12,12 +12,12 @@ Usage: `python -m analysis.kv_cache gemma3-4b gemma4-e2b --context 32768 131072 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 from tabulate import tabulate
 
+from analysis.cli import Parser
 from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import DTYPES, kv_bytes_read_per_token, kv_cache_bytes, kv_cache_bytes_per_layer
 from workbench.blocks.patterns import GLOBAL, LOCAL
@@ -64,7 +64,7 @@ def report(cfg: ModelConfig, context_len: int, batch_size: int, dtype: str, meas
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.kv_cache", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.kv_cache", description=__doc__.splitlines()[0])
     add_preset_args(parser)
     parser.add_argument("--context", type=int, nargs="+", default=[32_768], help="tokens in the cache (default 32768)")
     parser.add_argument("--batch", type=int, default=1)

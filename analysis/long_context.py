@@ -12,18 +12,20 @@ measures; this module is the command line and reads the runs' records back).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
-from workbench.checkpoints import CONFIG_FILE, checkpoint_file, load_model_from_checkpoint
-from workbench.long_context import evaluate, val_batches
+from analysis.cli import InputError, Parser, at_least, user_errors
+from workbench.checkpoints import CONFIG_FILE, CorruptCheckpointError, checkpoint_file, load_model_from_checkpoint
+from workbench.long_context import check_buckets, check_passkey, evaluate, val_batches
 
 
 def from_runs(runs: pd.DataFrame, part: str, keys: Sequence[str] = ("ablation.arm", "seed")) -> pd.DataFrame:
@@ -37,14 +39,27 @@ def from_runs(runs: pd.DataFrame, part: str, keys: Sequence[str] = ("ablation.ar
 
 
 def _run_config(path: Path) -> Any:
+    """The run's resolved config.yaml beside the checkpoint (its data and seed)."""
     config = checkpoint_file(path).parent.parent / CONFIG_FILE
     if not config.is_file():
-        raise FileNotFoundError(f"{path}: no {config} to read the run's data config from")
-    return OmegaConf.load(config)
+        raise InputError(f"run: got {str(path)!r}, whose run has no {config} to read the data config from; "
+                         "allowed: a workbench run dir, or a .ckpt inside one")  # fmt: skip
+    try:
+        cfg = OmegaConf.load(config)
+        return cfg if "data" in cfg and "seed" in cfg else _not_a_run_config(config)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as e:
+        raise InputError(f"run: {config} is not a run's config.yaml ({' '.join(str(e).split())})") from e
+
+
+def _not_a_run_config(config: Path) -> NoReturn:
+    raise InputError(f"run: {config} has no data or seed; allowed: a run's config.yaml (written by every run)")
+
+
+NAMES = {"buckets": "--buckets", "distances": "--distances", "samples": "--samples", "n_digits": "passkey digits"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.long_context", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.long_context", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run dir (its checkpoints/last.ckpt) or a .ckpt inside a run dir")
     parser.add_argument("--context", type=int, required=True, help="tokens per evaluated sequence")
     parser.add_argument("--distances", type=int, nargs="*", default=[], help="passkey key-query distances")
@@ -52,10 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=64, help="passkey sequences per distance")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    cfg = _run_config(args.run)
-    model = load_model_from_checkpoint(args.run).to(args.device)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    out = evaluate(model, val_batches(data, args.context, cfg.seed), args.buckets, args.distances, args.samples)
+    with user_errors(FileNotFoundError, CorruptCheckpointError, ValueError):  # each names the file or flag
+        at_least("--context", args.context, 1)
+        check_buckets(args.buckets, args.context, NAMES)
+        device = _device(args.device)
+        cfg = _run_config(args.run)
+        model = load_model_from_checkpoint(args.run).to(device)
+        if args.distances:
+            check_passkey(args.distances, args.context, args.samples, 5, model.cfg.vocab_size, NAMES)
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        batches = val_batches(data, args.context, cfg.seed)
+    out = evaluate(model, batches, args.buckets, args.distances, args.samples)
     print(f"{args.run}: val loss by position at context {args.context:,} ({data['source']} val split)")
     buckets = pd.DataFrame(out["position_buckets"])
     rows = [[f"{r.start}-{r.end - 1}", f"{r.loss:.4f}", r.tokens] for r in buckets.itertuples()]
@@ -65,6 +87,19 @@ def main(argv: list[str] | None = None) -> None:
         rows = [[r.distance, f"{r.digit_accuracy:.3f}", f"{r.exact_match:.3f}"]
                 for r in pd.DataFrame(out["passkey"]).itertuples()]  # fmt: skip
         print(tabulate(rows, ["distance", "digit accuracy", "exact match"], intfmt=","))
+
+
+def _device(name: str) -> torch.device:
+    """`--device` as torch names it, present on this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device: got {name!r}; allowed: cpu, cuda, cuda:<index>, mps") from e
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(device.type, False):
+        here = ", ".join(k for k, v in present.items() if v)
+        raise InputError(f"--device: got {name!r}, which this machine does not have; allowed here: {here}")
+    return device
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ Usage: `python -m analysis.memory gemma3-27b [--context 32768 [131072 ...]] [--k
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Mapping
 
 from tabulate import tabulate
 
+from analysis.cli import Parser
 from analysis.kv_cache import DTYPES, kv_cache_bytes, kv_cache_bytes_all_global, measured_kv_cache_bytes
 from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import meta_model
@@ -62,7 +62,7 @@ def memory_table(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.memory", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.memory", description=__doc__.splitlines()[0])
     add_preset_args(parser)
     parser.add_argument("--context", type=int, nargs="+", default=[32_768], help="tokens in the KV cache (32768)")
     parser.add_argument("--kv-dtype", default="bfloat16", choices=list(DTYPES))

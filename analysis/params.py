@@ -6,17 +6,17 @@ Usage: `python -m analysis.params gemma3-27b [--json]`, `python -m analysis.para
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from tabulate import tabulate
 
+from analysis.cli import Parser
 from analysis.presets_cli import add_preset_args, selected_presets
 from workbench.accounting import param_counts as count_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.params", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.params", description=__doc__.splitlines()[0])
     add_preset_args(parser)
     args = parser.parse_args(argv)
     counts = {name: count_params(cfg) for name, cfg in selected_presets(parser, args).items()}

@@ -16,9 +16,7 @@ figures: loss curves per arm, a forest plot of Δ, val loss vs KV bytes, and (tu
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.cli import Parser, user_errors
 from analysis.runs import load, load_metrics
 from workbench.decide import (  # noqa: F401  (the statistics moved there; notebooks and tests import them from here)
     ALPHA,
@@ -302,6 +301,9 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
     """Write the summary and figures for the grid under `multirun_dir` (into it, unless `out`); return the table.
     A ValueError when its runs come from several commits (unless `allow_mixed_commits`) or from several studies."""
     multirun_dir = Path(multirun_dir)
+    if not multirun_dir.is_dir():  # never a W&B project: a grid's report reads its run dirs
+        raise FileNotFoundError(f"multirun_dir: got {str(multirun_dir)!r}, which is not a folder; allowed: a "
+                                "multirun dir (multirun/<grid>) holding run dirs with results.json")  # fmt: skip
     out = Path(out) if out else multirun_dir
     runs = load(str(multirun_dir))
     if runs.empty or ARM not in runs or runs[ARM].isna().all():
@@ -335,17 +337,16 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     parser.add_argument("multirun_dir")
     parser.add_argument("--out", help="where to write (default: the multirun dir)")
     parser.add_argument("--allow-mixed-commits", action="store_true",
                         help="pool runs of different git_sha (refused by default)")  # fmt: skip
     args = parser.parse_args(argv)
-    try:
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out: got {args.out!r}, a file; allowed: a folder that exists or can be created")
+    with user_errors(ValueError, FileNotFoundError):  # report's own, each naming the file or key
         report(args.multirun_dir, args.out, allow_mixed_commits=args.allow_mixed_commits)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.cli import InputError
+
 WANDB_PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 WANDB_RUN = re.compile(r"^(offline-)?run-\d")
 # W&B metric name -> results.json name: what `workbench.training.run` copies from Lightning's logged metrics
@@ -60,13 +62,33 @@ def _row(results: Mapping[str, Any], config: Mapping[str, Any], **extra: Any) ->
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return _mapping(path, yaml.safe_load(path.read_text()) or {}, "a YAML map of config keys")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(e).split())}); allowed: a run's config.yaml") from e
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return _mapping(path, json.loads(path.read_text()), what)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e}); allowed: {what} (delete or rerun a run cut off while "
+                         "writing it)") from e  # fmt: skip
+
+
+def _mapping(path: Path, value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{path}: got a {type(value).__name__}; allowed: {what}")
+    return dict(value)
 
 
 def run_dir_row(run_dir: Path) -> dict[str, Any]:
     config = _read_yaml(run_dir / "config.yaml") or _read_yaml(run_dir / ".hydra" / "config.yaml")
     results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"status": "incomplete"}
+    results = _read_json(results_path, "a JSON object of a run's results") if results_path.is_file() else {
+        "status": "incomplete"}  # fmt: skip
     return _row(results, config, run_dir=str(run_dir), source="run_dir")
 
 
@@ -84,7 +106,7 @@ def wandb_offline_row(run_dir: Path) -> dict[str, Any]:
     raw = _read_yaml(files / "config.yaml")
     config = {k: v["value"] if isinstance(v, Mapping) and "value" in v else v for k, v in raw.items() if k != "_wandb"}
     summary_path = files / "wandb-summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = _read_json(summary_path, "a W&B summary (a JSON object)") if summary_path.is_file() else {}
     summary = {k: v for k, v in summary.items() if k != "_wandb"}
     return _wandb_row(summary, config, "completed" if summary else "incomplete", **extra)
 

@@ -13,7 +13,6 @@ Usage: `python -m analysis.scaling multirun/scaling_ladder [--out scaling_fit] [
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -272,8 +271,9 @@ def summary(fits: ScalingFits) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from analysis import plots, runs
+    from analysis.cli import InputError, Parser, at_least, user_errors
 
-    parser = argparse.ArgumentParser(prog="python -m analysis.scaling", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run dirs or globs (see analysis.runs.load)")
     parser.add_argument("--n-col", default="params.total")
     parser.add_argument("--d-col", default="tokens_seen")
@@ -284,14 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="scaling_fit", help="plot path without extension (.png and .svg)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    df = runs.load(args.runs)
-    if df.empty:
-        parser.error(f"no runs found under {args.runs}")
-    try:
+    with user_errors(ValueError):  # the flags', the run files' and fit_runs' own errors name what is wrong
+        at_least("--bootstrap", args.bootstrap, 0)
+        if args.span is not None and not args.span > 1:
+            raise InputError(f"--span: got {args.span}; allowed: a factor > 1 (sizes within it of a budget's best)")
+        df = runs.load(args.runs)
+        if df.empty:
+            raise InputError(f"runs: got {args.runs}, with no run (results.json or metrics.csv) under them; "
+                             "allowed: run dirs or globs that match some")  # fmt: skip
         fits = fit_runs(df, n_col=args.n_col, d_col=args.d_col, loss_col=args.loss_col,
                         compute_col=args.compute_col, n_boot=args.bootstrap, span=args.span)  # fmt: skip
-    except ValueError as err:
-        parser.error(str(err))
     paths = plots.scaling_fit(fits, args.out)
     if args.json:
         print(json.dumps({"approach3": asdict(fits.approach3), "approach2": asdict(fits.approach2),

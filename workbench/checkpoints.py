@@ -66,25 +66,35 @@ def load_model_from_checkpoint(path: str | Path, map_location: str | torch.devic
     ckpt_path = checkpoint_file(path)
     ckpt = read_checkpoint(ckpt_path, map_location)
     model = build_model(model_config_of(ckpt, ckpt_path))
+    model.load_state_dict(model_state(ckpt), strict=True)
+    return model.eval()
+
+
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's tensors in a Lightning checkpoint, under the `Transformer`'s own names."""
     state = {}
     for key, value in ckpt["state_dict"].items():
         prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
         if prefix is not None:
             state[key.removeprefix(prefix)] = value
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return state
+
+
+def shape_mismatch(source: dict[str, Any], target: dict[str, Any]) -> str | None:
+    """What keeps tensors `source` (name -> tensor) from loading into `target`'s, in words; None when they fit."""
+    missing, unexpected = sorted(set(target) - set(source)), sorted(set(source) - set(target))
+    mismatched = [f"{k}: {tuple(source[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+                  for k, v in target.items() if k in source and source[k].shape != v.shape]  # fmt: skip
+    if not (missing or unexpected or mismatched):
+        return None
+    return f"shape mismatch: {mismatched or 'none'}; missing: {missing or 'none'}; unexpected: {unexpected or 'none'}"
 
 
 def load_weights(model: Transformer, path: str | Path) -> None:
     """Copy a checkpoint's weights into `model`, whose context, RoPE scaling and data may differ, not its shapes."""
     source = load_model_from_checkpoint(path).state_dict()
-    target = model.state_dict()
-    missing, unexpected = sorted(set(target) - set(source)), sorted(set(source) - set(target))
-    mismatched = [f"{k}: {tuple(source[k].shape)} in the checkpoint, {tuple(v.shape)} here"
-                  for k, v in target.items() if k in source and source[k].shape != v.shape]  # fmt: skip
-    if missing or unexpected or mismatched:
+    if why := shape_mismatch(source, model.state_dict()):
         raise ValueError(
-            f"init_from: {path} does not fit this model (only context, RoPE scaling and data may change); "
-            f"shape mismatch: {mismatched or 'none'}; missing: {missing or 'none'}; unexpected: {unexpected or 'none'}"
+            f"init_from: {path} does not fit this model (only context, RoPE scaling and data may change); {why}"
         )
     model.load_state_dict(source)

@@ -258,6 +258,8 @@ class ModelConfig:
             fraction, head_dim = self.rope_fraction_for(layer_type), self.head_dim_for(layer_type)
             name = "rope_fraction_global" if layer_type == GLOBAL and self.rope_fraction_global is not None else None
             rot_dim = head_dim * fraction
+            if fraction == 1 and head_dim % 2:  # the head width is what is odd: name where it comes from
+                raise ValueError(self._odd_head_dim(layer_type, head_dim))
             if not 0 < fraction <= 1 or rot_dim != int(rot_dim) or int(rot_dim) % 2:
                 raise ValueError(
                     f"{name or 'rope_fraction'}: got {fraction}; allowed: 0 < fraction <= 1 with head_dim * fraction "
@@ -290,6 +292,18 @@ class ModelConfig:
         if self.moe_hidden is not None:
             _positive("moe_hidden", self.moe_hidden)
         self._check_attention_reads()
+
+    def _odd_head_dim(self, layer_type: str, head_dim: int) -> str:
+        """The error for an odd head width on `layer_type` layers, naming the field that set it."""
+        allowed = "an even head width (RoPE rotates pairs of dims)"
+        if layer_type == GLOBAL and self.head_dim_global is not None:
+            return f"head_dim_global: got {head_dim}; allowed: {allowed}"
+        if self.head_dim is not None:
+            return f"head_dim: got {head_dim}; allowed: {allowed}"
+        return (
+            f"d_model: got {self.d_model}, a head width d_model / n_heads = {head_dim} (n_heads={self.n_heads}); "
+            f"allowed: a multiple of 2 x n_heads = {2 * self.n_heads}, or set head_dim to an even width"
+        )
 
     def _check_attention_reads(self) -> None:
         """A field set away from its default must be read by the attention kind of the layers it is for: a kind

@@ -48,6 +48,11 @@ def check_passkey(
             raise ValueError(f"{names.get(arg, arg)}: got {value!r}; allowed: an integer >= 1")
     longest = context - 1 - 2 * n_digits
     bad = [d for d in distances if not isinstance(d, int) or not 0 <= d <= longest]
+    if bad and longest < 0:  # no distance fits: the context or the digits are what must change
+        raise ValueError(f"{names.get('distances', 'distances')}: got {bad}; allowed: none at context {context} with "
+                         f"{n_digits} digits (a passkey needs a context of at least 2 x digits + 1 = "
+                         f"{2 * n_digits + 1} tokens: raise the context or lower "
+                         f"{names.get('n_digits', 'n_digits')})")  # fmt: skip
     if bad:
         raise ValueError(f"{names.get('distances', 'distances')}: got {bad}; allowed: 0..{longest} for context "
                          f"{context}, {n_digits} digits")  # fmt: skip

@@ -33,7 +33,8 @@ class LocalTokenizer:
         self.vocab_size = self.backend.get_vocab_size()
         self.eos_id = None if eos_token is None else self.backend.token_to_id(eos_token)
         if eos_token is not None and self.eos_id is None:
-            raise ValueError(f"data.eos_token: {eos_token!r} is not in the tokenizer's vocabulary")
+            raise ValueError(f"data.eos_token: got {eos_token!r}, which is not in the tokenizer's vocabulary; allowed: "
+                             f"null or a token of data.tokenizer={path!r}")  # fmt: skip
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         tail = [] if self.eos_id is None else [self.eos_id]
@@ -42,15 +43,28 @@ class LocalTokenizer:
 
 def hf_documents(cfg: Mapping[str, Any]) -> list[Document]:
     """Rows of `cfg.split` as documents named by row index (the split is made by hashing these names)."""
+    ds = open_split(cfg)
+    return [Document(f"row{i}", text.encode()) for i, text in enumerate(ds[cfg["text_field"]])]
+
+
+def open_split(cfg: Mapping[str, Any]) -> Any:
+    """The dataset's `cfg.split` (a `save_to_disk` folder is memory-mapped, not read), its `text_field` checked."""
     import datasets
 
     name = cfg["name"]
     ds = datasets.load_from_disk(name) if Path(name).exists() else datasets.load_dataset(name, cfg.get("subset"))
     if isinstance(ds, datasets.DatasetDict):
-        if cfg["split"] not in ds:
-            raise ValueError(f"data.split: got {cfg['split']!r}; allowed: {', '.join(ds)}")
+        check_split(cfg, list(ds))
         ds = ds[cfg["split"]]
-    field = cfg["text_field"]
-    if field not in ds.column_names:
-        raise ValueError(f"data.text_field: got {field!r}; allowed: {', '.join(ds.column_names)}")
-    return [Document(f"row{i}", text.encode()) for i, text in enumerate(ds[field])]
+    check_text_field(cfg, ds.column_names)
+    return ds
+
+
+def check_split(cfg: Mapping[str, Any], splits: list[str]) -> None:
+    if cfg["split"] not in splits:
+        raise ValueError(f"data.split: got {cfg['split']!r}; allowed: {', '.join(splits)}")
+
+
+def check_text_field(cfg: Mapping[str, Any], columns: list[str]) -> None:
+    if cfg["text_field"] not in columns:
+        raise ValueError(f"data.text_field: got {cfg['text_field']!r}; allowed: {', '.join(columns)}")

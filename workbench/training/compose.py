@@ -18,8 +18,9 @@ from omegaconf.errors import OmegaConfBaseException
 from workbench.training.errors import ConfigError, from_composition
 from workbench.training.grid import register_resolvers
 from workbench.training.plan import Job, plan
+from workbench.training.preflight import preflight
 from workbench.training.schema import register
-from workbench.training.validate import validate
+from workbench.training.validate import check_added_keys, validate
 
 VERSION_BASE = "1.3"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: found the same way after `pip install .`
@@ -37,9 +38,15 @@ def compose_train(overrides: list[str], hydra_node: bool = False, config_dir: Pa
     first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one)."""
     register_configs()
     with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
+        loader = GlobalHydra.instance().config_loader()
         if check:
-            check_choices(overrides, GlobalHydra.instance().config_loader(), config_name)
-        return compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
+            check_choices(overrides, loader, config_name)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
+        if check:  # `+key=v` on a key the schema lacks: composition adds it, and no run would read it
+            groups = set(loader.list_groups(""))
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            check_added_keys([o for o in parsed if o.key_or_group.split("/")[0] not in groups], cfg)
+        return cfg
 
 
 def check_choices(overrides: list[str], loader: ConfigLoader, config_name: str) -> None:
@@ -75,23 +82,27 @@ def package_hint(e: ConfigError, overrides: list[str]) -> ConfigError:
                        "file whose first line is `# @package _global_` (add that line)")  # fmt: skip
 
 
-def validated_plan(cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None) -> list[Job]:
-    """`plan(cfg, run_dir)` for a config with its arm applied, the run and each dependency not in `seen` validated."""
+def validated_plan(
+    cfg: DictConfig, run_dir: Path, seen: set[Path] | None = None, launcher: str | None = None
+) -> list[Job]:
+    """`plan(cfg, run_dir)` for a config with its arm applied, the run and each dependency not in `seen` validated
+    and preflighted (`launcher`: the multirun's `hydra.launcher._target_`; None: a single run)."""
     seen = set() if seen is None else seen
-    _validate(Job("run", cfg, run_dir))  # first: planning reads the distill and init_from keys
+    _validate(Job("run", cfg, run_dir), launcher)  # first: planning reads the distill and init_from keys
     seen.add(run_dir)
     jobs = plan(cfg, run_dir)
     for job in jobs:
         if job.run_dir not in seen:
             seen.add(job.run_dir)
-            _validate(job)
+            _validate(job, launcher)
     return jobs
 
 
-def _validate(job: Job) -> None:
-    """`validate`, its error prefixed with the grid and arm, or the dependency, it is about."""
+def _validate(job: Job, launcher: str | None) -> None:
+    """`validate` and `preflight`, their error prefixed with the grid and arm, or the dependency, it is about."""
     try:
         validate(job.cfg)
+        preflight(job.cfg, job.run_dir if job.what == "run" else None, launcher)
     except ConfigError as e:
         raise ConfigError(f"{where(job.cfg, job.what)}{e}") from e
 

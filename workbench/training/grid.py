@@ -49,8 +49,14 @@ def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
     """Set `overrides` ({dotted.key: value}) in `cfg` through its schema; a bad key or value names `where`.
     A map given for a schema group (`trainer: {max_steps: 3}`) sets its keys one by one, so that a typo in one is
-    named; any other value replaces what was there."""
+    named; `model: <preset>` is that preset; any other value replaces what was there."""
     for key, value in overrides.items():
+        if key == "model" and isinstance(value, str):  # a preset by name, as `model=<preset>` on the command line
+            if value not in PRESETS:
+                raise ConfigError(f"{where}: model: got {value!r}; allowed: a preset ({', '.join(PRESETS)}) or a "
+                                  "map of model keys")  # fmt: skip
+            cfg.model = model_node(PRESETS[value])
+            continue
         node = OmegaConf.select(cfg, key, throw_on_missing=False) if isinstance(value, Mapping) else None
         if isinstance(node, DictConfig) and OmegaConf.get_type(node) is not dict:
             apply(cfg, {f"{key}.{k}": v for k, v in value.items()}, where)

@@ -50,7 +50,8 @@ def run(cfg: DictConfig, run_dir: str | Path, inputs: dict[str, str] | None = No
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP/FSDP every rank runs this; one writes the run dir's files
-        OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
+        # `trainer.precision: auto` as resolved here (a run id treats the two alike): the file says what ran
+        OmegaConf.save(OmegaConf.merge(cfg, {"trainer": {"precision": precision}}), run_dir / CONFIG_FILE, resolve=True)
     base = {"run_dir": str(run_dir.resolve()), "seed": cfg.seed, "params": param_counts(model_cfg),
             "kv_cache_bytes": kv_cache_bytes(model_cfg, cfg.kv_reference_context),
             "kv_reference_context": cfg.kv_reference_context, "precision": precision, "precision_reason": why,
@@ -155,6 +156,7 @@ def _summary(
         "train_flops_per_token": module.flops_per_batch * trainer.world_size / tokens,  # workbench.accounting's
         "peak_flops": throughput.available_flops, "peak_flops_source": throughput.source,
         "precision": str(trainer.precision), "data": bundle.info,
+        "strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,  # what Lightning ran
         "checkpoints": {k: getattr(trainer.checkpoint_callback, f"{k}_model_path") or None for k in ("last", "best")},
         "wandb": wandb_location(loggers), **environment(trainer.strategy.root_device),
     }  # fmt: skip

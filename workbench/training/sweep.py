@@ -86,6 +86,7 @@ class SweepJobs:
     compose: Compose
     fixed: list[str]  # the command line's non-sweep overrides, handed to every job
     directory: Path
+    launcher: str  # the launcher's `_target_`: preflight checks what each job may ask of the machine under it
     jobs: list[SweepJob] = field(default_factory=list)
     _seen: set[Path] = field(default_factory=set)
     _cache: dict[tuple[str, ...], DictConfig] = field(default_factory=dict)
@@ -120,7 +121,7 @@ class SweepJobs:
         except OmegaConfBaseException as e:
             where = f"grid {cfg.ablation.name}, arm {cfg.ablation.arm}: " if cfg.ablation.arm else ""
             raise ConfigError(f"{where}{from_composition(e)}") from e
-        plan = validated_plan(cfg, self.directory / name, self._seen)
+        plan = validated_plan(cfg, self.directory / name, self._seen, self.launcher)
         overrides = [*self.fixed, *(f"{k}={v}" for k, v in combo.items())]
         return SweepJob(overrides, plan)
 
@@ -144,15 +145,11 @@ def fixed_overrides(parsed: list[Override]) -> list[str]:
 
 
 def single_plan(config: DictConfig) -> list[Job]:
-    """A single run's validated plan, from its composed config (the `hydra` node included): its arm applied, the
-    run dir writable."""
-    from workbench.training.validate import check_writable
-
+    """A single run's validated plan, from its composed config (the `hydra` node included), its arm applied."""
     run_dir = Path(str(config.hydra.run.dir))
     cfg = config.copy()
     with open_dict(cfg):
         del cfg["hydra"]
-    check_writable("hydra.run.dir", run_dir)
     return validated_plan(resolve_arm(cfg), run_dir)
 
 
@@ -170,6 +167,11 @@ def planned_jobs(overrides: list[str], multirun: bool = True, config_dir: Path |
                               "allowed: one value, or the same sweep under --multirun")  # fmt: skip
         return [single_plan(checked_compose(fixed, **where))]
     master = checked_compose(fixed, **where)
-    jobs = SweepJobs(lambda lines: checked_compose(lines, **where), fixed, sweep_dir(master).absolute())
+    jobs = SweepJobs(
+        lambda lines: checked_compose(lines, **where),
+        fixed,
+        sweep_dir(master).absolute(),
+        str(master.hydra.launcher._target_),
+    )
     jobs.add(initial_combos(master, parsed))
     return [j.plan for j in jobs.jobs]

@@ -36,7 +36,6 @@ from workbench.training.sweep import (
     parse,
     sweep_dir,
 )
-from workbench.training.validate import check_writable
 
 MAX_ROUNDS = 100  # a guard: bracketing stops at the bounds and seeds at max_seeds long before
 
@@ -90,7 +89,7 @@ class GridSweeper(Sweeper):
         parsed = parse(arguments)
         master = self.config
         directory = sweep_dir(master).absolute()
-        jobs = SweepJobs(self._compose, fixed_overrides(parsed), directory)
+        jobs = SweepJobs(self._compose, fixed_overrides(parsed), directory, str(master.hydra.launcher._target_))
         jobs.add(initial_combos(master, parsed))
         axes = grid_axes(master)
         swept_elsewhere = [o.get_key_element() for o in parsed if o.is_sweep_override()
@@ -104,7 +103,6 @@ class GridSweeper(Sweeper):
 
             worst = rounds.worst_case_jobs(len(axes[ARM]), settings.first_seeds, lrs, settings) if with_rounds else None
             sys.exit(dry_run([j.plan for j in jobs.jobs], worst))
-        check_writable("hydra.sweep.dir", directory)
         with flag_override(master, ["readonly", "struct"], [False, False]):
             master.hydra.sweep.dir = str(directory)
         launched: set[str] = set()

@@ -10,8 +10,8 @@ those layers could never act as local ones, and so is a `data.seq_len` longer th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from workbench.data.passkey import check_passkey_mix, longest_distance
 from workbench.distill import HF_PREFIX
 from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
-from workbench.training.errors import ConfigError, from_composition, got
+from workbench.training.errors import ConfigError, from_composition, got, unknown_key
 from workbench.training.grid import arm_table
 from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors, training_seq_len
 
@@ -58,6 +58,24 @@ def validate(cfg: DictConfig) -> ModelConfig:
     _check_init_from(values["init_from"])
     _check_ablation(values["ablation"])
     return model
+
+
+def check_added_keys(overrides: list, cfg: DictConfig) -> None:
+    """`+key=v` / `++key=v` (parsed overrides) on a key the schema lacks is an unknown key, as without the `+`:
+    composition would add it, and no run reads it. Open maps (`ablation.arms`, `init_from`, ...) take any key."""
+    for o in overrides:
+        if not (o.is_add() or o.is_force_add()) or o.key_or_group.startswith("hydra") or o.is_delete():
+            continue
+        node: Any = cfg
+        parts = o.key_or_group.split(".")
+        for i, part in enumerate(parts):
+            schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+            if schema is None or not dataclasses.is_dataclass(schema):
+                break  # an open map or a plain value: anything goes below it
+            fields = [f.name for f in dataclasses.fields(schema)]
+            if part not in fields:
+                raise unknown_key(".".join(parts[: i + 1]), sorted(fields))
+            node = node[part]
 
 
 def _model(values: Mapping[str, Any]) -> ModelConfig:
@@ -102,7 +120,10 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
     if source != "hf":  # a tokenizer's size is known once it is loaded (training.run checks it then)
         _check_vocab(model, BYTE_VOCAB, source)
     if source == "passkey":
-        if d["distance"] > (longest := longest_distance(d["seq_len"], d["num_digits"])):
+        if (longest := longest_distance(d["seq_len"], d["num_digits"])) < 0:
+            raise ConfigError(f"data.seq_len: got {d['seq_len']}; allowed: at least 2 x data.num_digits + 1 = "
+                              f"{2 * d['num_digits'] + 1} (the key and the query of a passkey)")  # fmt: skip
+        if d["distance"] > longest:
             raise ConfigError(f"data.distance: got {d['distance']}; allowed: at most {longest} for data.seq_len="
                               f"{d['seq_len']}, data.num_digits={d['num_digits']}")  # fmt: skip
         return
@@ -111,7 +132,6 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
         check_selection(d)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    check_writable("data.cache_dir", d["cache_dir"])
     if source == "text":
         _check_corpus(Path(d["path"]).expanduser(), d["glob"], d["seq_len"])
     if source == "hf" and not Path(d["tokenizer"]).expanduser().exists():
@@ -139,18 +159,6 @@ def _check_corpus(path: Path, pattern: str, seq_len: int) -> None:
             f"file(s) matching data.glob={pattern!r}, {size} bytes); allowed: at least 2 x (data.seq_len + 1) = "
             f"{need} tokens, one window of data.seq_len + 1 for each of the train and val splits"
         )
-
-
-def check_writable(key: str, path: str | Path) -> None:
-    """`path` exists as a writable folder, or can be created: its nearest existing ancestor is a writable folder."""
-    p = Path(path).expanduser().absolute()
-    existing = next(q for q in (p, *p.parents) if q.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"{key}: got {str(path)!r}, but {existing} is a file, not a folder; allowed: a folder "
-                          "that exists or can be created, and is writable")  # fmt: skip
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: got {str(path)!r}, but {existing} is not writable by this user; allowed: a "
-                          "folder that exists or can be created, and is writable")  # fmt: skip
 
 
 def _check_trainer(t: Mapping[str, Any], batch_size: int) -> None:
