@@ -93,7 +93,7 @@ def test_checkpoint_that_does_not_fit(field, target, scratch, tmp_path, monkeypa
 
 def test_sound_checkpoints_are_accepted(scratch, tmp_path):
     """The fixture every case breaks is itself valid for each field: the errors above are about the breakage."""
-    from workbench.training.compose import planned_jobs
+    from workbench.training.sweep import planned_jobs
 
     for field in FIELDS:
         overrides = FIELDS[field].format(scratch / "sound.ckpt").split()

@@ -71,7 +71,8 @@ def cli_error(argv: list[str], root: Path, monkeypatch, capsys) -> str:
 
     before = tree(root)
     monkeypatch.setattr(sys, "argv", ["workbench.train", *argv])
-    monkeypatch.setattr(workbench.train, "_main", lambda: pytest.fail(f"accepted, would train: {argv}"))
+    accepted = f"accepted, would train: {argv}"
+    monkeypatch.setattr("workbench.training.jobs.execute", lambda *a, **k: pytest.fail(accepted))
     with pytest.raises(SystemExit) as e:
         workbench.train.main()
     out = capsys.readouterr()

@@ -106,7 +106,7 @@ def test_data(case, scratch, tmp_path, monkeypatch, capsys):
 
 def test_hf_inputs_that_load_are_accepted(scratch, tmp_path):
     """The fixtures the cases break are themselves valid: the errors above are about the one broken field."""
-    from workbench.training.compose import planned_jobs
+    from workbench.training.sweep import planned_jobs
 
     args = [s.replace("{d}", str(scratch)) for s in HF]
     planned_jobs([*args, f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'c'}"], False)

@@ -119,7 +119,7 @@ def test_multirun(case, scratch, monkeypatch, capsys):
 
 def test_cpu_precisions_that_run_are_accepted():
     """The refusal is only for what Lightning would swap on a CPU: `auto` resolves to one of the allowed values."""
-    from workbench.training.compose import planned_jobs
+    from workbench.training.sweep import planned_jobs
 
     assert resolve_precision("auto", "cpu")[0] in ("32-true", "bf16-mixed")
     for precision in ("32-true", "bf16-mixed", "auto"):

@@ -7,11 +7,11 @@ import pytest
 from tests.workbench.train_helpers import FAST, compose_cfg
 from workbench.accounting import generation_flops
 from workbench.config import ModelConfig
-from workbench.training.compose import planned_jobs
 from workbench.training.dry_run import job_cost
 from workbench.training.errors import ConfigError
 from workbench.training.jobs import train
 from workbench.training.plan import plan
+from workbench.training.sweep import planned_jobs
 from workbench.training.validate import validate
 
 BASE = [*FAST, "logger=csv", "trainer.val_check_interval=100", "distill=on_policy"]
