@@ -44,6 +44,8 @@ class Settings:
     control: str | None
     margin: float | None
     metric: str
+    pilot_seeds: int | None
+    underpowered: str
 
     @classmethod
     def of(cls, ablation: DictConfig, seeds: list[Any], lrs: list[float]) -> Settings:
@@ -52,7 +54,7 @@ class Settings:
                    decide.log_step(sorted(lrs)) if lrs else 3.0, first, int(ablation.seed_step or first),
                    None if ablation.max_seeds is None else int(ablation.max_seeds), decide.ALPHA, ablation.baseline,
                    ablation.control, None if ablation.margin is None else float(ablation.margin),
-                   str(ablation.metric))  # fmt: skip
+                   str(ablation.metric), ablation.pilot_seeds, str(ablation.underpowered))  # fmt: skip
 
     @property
     def looks(self) -> list[int]:
@@ -149,3 +151,46 @@ def write_state(directory: Path, s: Settings, looks: int, rounds: list[dict[str,
              "lr_bounds": list(s.bounds), "lr_step": s.step, "rounds": rounds}  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+
+def pilot_combos(combos: list[dict[str, str]], s: Settings, k: int) -> list[dict[str, str]]:
+    """The first round's jobs of the baseline (and the control) at the grid's first `k` seeds: the pilot."""
+    seeds = sorted({int(c[SEED]) for c in combos if SEED in c})[:k]
+    arms = {a for a in (s.baseline, s.control) if a}
+    return [c for c in combos if c.get(ARM) in arms and SEED in c and int(c[SEED]) in seeds]
+
+
+def noise(runs: pd.DataFrame, s: Settings) -> tuple[float, int]:
+    """The baseline's seed-to-seed SD of the grid's metric (pooled over its rates, each with 2 or more completed
+    seeds) and the number of runs it rests on; NaN when fewer than 2 seeds completed at any rate."""
+    base = runs[(runs[ARM] == s.baseline) & (runs["status"] == "completed")]
+    if s.metric not in base:
+        return float("nan"), 0
+    groups = [g[s.metric].astype(float) for _, g in base.groupby(LR) if g[s.metric].notna().sum() >= 2]
+    if not groups:
+        return float("nan"), 0
+    pooled = sum(g.var(ddof=1) * (len(g) - 1) for g in groups) / sum(len(g) - 1 for g in groups)
+    return float(math.sqrt(pooled)), sum(len(g) for g in groups)
+
+
+def power_lines(runs: pd.DataFrame, s: Settings, arms: list[str], seeds: int) -> tuple[list[str], bool]:
+    """Each arm's MDE at the grid's seeds and at `max_seeds`, and the seeds its margin needs, from the baseline's
+    noise (differences of independent seeds: sd_d = sqrt(2) x the seed SD, conservative where seeds pair); and whether
+    the design cannot decide at its margin even at its cap."""
+    sd, n_runs = noise(runs, s)
+    if not math.isfinite(sd):
+        return ["power: no finished baseline runs at 2 or more seeds yet (the pilot measures them)"], False
+    sd_d, alpha = math.sqrt(2.0) * sd, decide.look_alpha(s.alpha, s.max_looks)
+    cap = s.max_seeds or seeds
+    needed = None
+    if s.margin:
+        needed = next((n for n in range(2, 1001) if decide.mde(sd_d, n, alpha) <= s.margin), None)
+    lines = [f"power: the baseline's seed SD of {s.metric} is {sd:.4g} ({n_runs} runs), so sd_d ~ {sd_d:.4g}; MDE at "
+             f"alpha {alpha:.3g} per look, 80% power, before Holm over the arms"]  # fmt: skip
+    for arm in arms:
+        if arm == s.baseline:
+            continue
+        text = f"  {arm}: MDE {decide.mde(sd_d, seeds, alpha):.4g} at {seeds} seeds, {decide.mde(sd_d, cap, alpha):.4g}"
+        text += f" at {cap}" + (f"; the margin {s.margin:g} needs {needed or '> 1000'} seeds" if s.margin else "")
+        lines.append(text)
+    return lines, bool(s.margin) and (needed is None or needed > cap)

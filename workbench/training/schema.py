@@ -63,6 +63,7 @@ def text(default: Any) -> Any:
 # the choices of the fields OmegaConf checks by name (a wrong one is an error that lists these)
 Schedule = StrEnum("Schedule", "cosine wsd constant", module=__name__)
 LoggerKind = StrEnum("LoggerKind", "wandb csv none", module=__name__)
+Underpowered = StrEnum("Underpowered", "stop run", module=__name__)
 DistillKind = StrEnum("DistillKind", "none sampled topk full on_policy", module=__name__)
 OffPolicyKind = StrEnum("OffPolicyKind", "none sampled topk full", module=__name__)  # on_policy's other rows
 Support = StrEnum("Support", "full topk", module=__name__)  # on_policy's divergence: whole vocabulary or top-k
@@ -312,6 +313,8 @@ class AblationConfig:
                                     lambda v: len(v) == 2 and 0 < v[0] < v[1])  # fmt: skip
     max_seeds: int | None = integer(None, 2, null=True)  # seeds until decided, up to this many; null: seeds only
     seed_step: int | None = integer(None, 1, null=True)  # seeds added per look; null: as many as the first round
+    pilot_seeds: int | None = integer(None, 2, null=True)  # the baseline (and control) at this many seeds first: power
+    underpowered: Underpowered = Underpowered.stop  # a design that cannot decide at its margin: stop, or run anyway
     arms: dict[str, Any] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)  # named values the grid's keys interpolate

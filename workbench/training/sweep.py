@@ -96,13 +96,14 @@ class SweepJobs:
         Returns the new jobs."""
         new = []
         for combo in combos:
-            job = self._plan(combo)
+            job = self.plan(combo)
             if job.run.run_dir not in {j.run.run_dir for j in self.jobs}:
                 self.jobs.append(job)
                 new.append(job)
         return new
 
-    def _plan(self, combo: Mapping[str, str]) -> SweepJob:
+    def plan(self, combo: Mapping[str, str]) -> SweepJob:
+        """One combination's job, composed (cached), its arm applied, validated and planned; not added."""
         shared = tuple(self.fixed + [f"{k}={v}" for k, v in combo.items() if k not in PER_JOB])
         if shared not in self._cache:
             self._cache[shared] = self.compose(list(shared))

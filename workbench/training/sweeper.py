@@ -28,6 +28,7 @@ from workbench.training.errors import ConfigError, from_composition
 from workbench.training.plan import Job
 from workbench.training.sweep import (
     ARM,
+    SEED,
     SweepJob,
     SweepJobs,
     fixed_overrides,
@@ -90,48 +91,71 @@ class GridSweeper(Sweeper):
         master = self.config
         directory = sweep_dir(master).absolute()
         jobs = SweepJobs(self._compose, fixed_overrides(parsed), directory, str(master.hydra.launcher._target_))
-        jobs.add(initial_combos(master, parsed))
+        combos = initial_combos(master, parsed)
+        first = jobs.plan(combos[0])
         axes = grid_axes(master)
         swept_elsewhere = [o.get_key_element() for o in parsed if o.is_sweep_override()
                            and o.get_key_element() not in axes]  # fmt: skip
         lrs = [float(x) for x in master.ablation.lrs]
-        grid = jobs.jobs[0].run.cfg.ablation  # quick mode's overrides applied
-        settings = rounds.Settings.of(grid, list(axes.get("seed", [])), lrs)
+        settings = rounds.Settings.of(first.run.cfg.ablation, list(axes.get(SEED, [])), lrs)  # quick mode applied
         with_rounds = bool(axes) and not swept_elsewhere
+        pilot = (
+            rounds.pilot_combos(combos, settings, settings.pilot_seeds) if with_rounds and settings.pilot_seeds else []
+        )
+        pilot_jobs = jobs.add(pilot) if pilot else []
+        jobs.add(combos)  # every job of the first round validated and planned before anything runs
         if master.dry_run:
             from workbench.training.dry_run import dry_run
 
             worst = rounds.worst_case_jobs(len(axes[ARM]), settings.first_seeds, lrs, settings) if with_rounds else None
-            sys.exit(dry_run([j.plan for j in jobs.jobs], worst))
+            code = dry_run([j.plan for j in jobs.jobs], worst)
+            if settings.pilot_seeds and with_rounds:  # from finished runs of the same config in the sweep dir
+                print("\n".join(rounds.power_lines(rounds.runs_frame(jobs.jobs), settings, axes[ARM],
+                                                     settings.first_seeds)[0]))  # fmt: skip
+            sys.exit(code)
         with flag_override(master, ["readonly", "struct"], [False, False]):
             master.hydra.sweep.dir = str(directory)
         launched: set[str] = set()
-        history = [{"round": 1, "why": "the grid as written", "jobs": len(jobs.jobs)}]
-        looks, progress = 0, Progress(jobs, batch_size(master.hydra.launcher))
+        progress = Progress(jobs, batch_size(master.hydra.launcher))
         returns: list[dict[str, Any]] = []
+        if pilot_jobs:
+            pilot_round = {"round": 0, "why": f"pilot: the baseline and control at {settings.pilot_seeds} seeds",
+                           "jobs": len(pilot_jobs)}  # fmt: skip
+            returns += self._launch(pilot_jobs, launched, progress, pilot_round)
+            lines, under = rounds.power_lines(rounds.runs_frame(pilot_jobs), settings, axes[ARM], settings.first_seeds)
+            print("\n".join(lines))
+            if under and settings.underpowered != "run":
+                cap = settings.max_seeds or "unset"
+                raise ConfigError(f"grid {master.ablation.name}: underpowered: the margin {settings.margin:g} needs "
+                                  f"more seeds than ablation.max_seeds allows ({cap}; see the power lines above); "
+                                  "allowed: ablation.underpowered=run to train the arms anyway, more "
+                                  "ablation.max_seeds, or a larger ablation.margin")  # fmt: skip
+        history = [{"round": 1, "why": "the grid as written", "jobs": len(jobs.jobs)}]
+        looks = 0
         while True:
-            returns += self._launch(jobs, launched, progress, history[-1])
+            returns += self._launch(jobs.jobs, launched, progress, history[-1])
             if not with_rounds or len(history) >= MAX_ROUNDS:
                 break
             runs = rounds.runs_frame(jobs.jobs)
-            combos, why = rounds.bracketing(runs, settings) if settings.bracket else ([], "")
-            if not combos:
+            new_combos, why = rounds.bracketing(runs, settings) if settings.bracket else ([], "")
+            if not new_combos:
                 looks += 1
-                combos, why = rounds.more_seeds(runs, settings, looks)
+                new_combos, why = rounds.more_seeds(runs, settings, looks)
             rounds.write_state(directory, settings, max(looks, 1), history)
-            new = jobs.add(combos)
+            new = jobs.add(new_combos)
             if not new:
                 break
             history.append({"round": len(history) + 1, "why": why, "jobs": len(new)})
         rounds.write_state(directory, settings, max(looks, 1), history)
         return returns
 
-    def _launch(self, jobs: SweepJobs, launched: set[str], progress: Progress, this_round: dict[str, Any]
-                ) -> list[dict[str, Any]]:  # fmt: skip
-        """Launch every job not yet completed and not launched before in this sweep, in batches of the launcher's
-        parallelism, a progress line before each."""
+    def _launch(self, candidates: list[SweepJob], launched: set[str], progress: Progress,
+                this_round: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+        """Launch every job of `candidates` not yet completed and not launched before in this sweep, in batches of
+        the launcher's parallelism, a progress line before each."""
+        jobs = progress.jobs
         todo = []
-        for job in jobs.jobs:
+        for job in candidates:
             key = str(job.run.run_dir)
             prior = rounds.read_results(job.run.run_dir)
             if key in launched:

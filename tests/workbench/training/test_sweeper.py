@@ -199,3 +199,24 @@ def test_a_grid_with_rounds_runs_the_same_through_submitit_and_joblib(tmp_path):
         assert [r["jobs"] for r in state["rounds"]] == [2, 2], state  # 2 arms at 3e-3, then at 9e-3
         losses[launcher] = {name: r["val_loss"] for name, r in _statuses(sweep).items()}
     assert losses["submitit_local"] == losses["joblib"] and len(losses["joblib"]) == 4
+
+
+@pytest.mark.slow
+def test_a_pilot_measures_the_noise_and_stops_a_design_that_cannot_reach_its_margin(tmp_path):
+    """`ablation.pilot_seeds`: the baseline trains at 2 seeds first; from its seed SD the sweeper prints each arm's
+    MDE and the seeds the margin needs, and stops before the arms train when even `max_seeds` cannot reach it."""
+    folder = write_grid(tmp_path / "grids", seeds="[0, 1, 2]", lrs="[]")
+    sweep = tmp_path / "pilot"
+    args = ["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.pilot_seeds=2", "optim.lr=3e-3",
+            "ablation.margin=1e-6", "ablation.max_seeds=4", *FAST, "trainer.max_steps=8", "logger=none",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    stopped = run_cli(args)
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert "underpowered: the margin 1e-06 needs more seeds" in stopped.stderr, stopped.stderr[-2000:]
+    assert re.search(r"b: MDE [\d.e+-]+ at 3 seeds, [\d.e+-]+ at 4; the margin 1e-06 needs", stopped.stdout)
+    assert sorted(name.split("_s")[0] + str(r["seed"]) for name, r in _statuses(sweep).items()) == ["a0", "a1"]
+    dry = run_cli([*args, "dry_run=true"])  # the dry run reads the pilot's finished runs
+    assert dry.returncode == 0 and "power: the baseline's seed SD" in dry.stdout, dry.stderr[-2000:]
+    going = run_cli([*args, "ablation.underpowered=run", "ablation.max_seeds=null"])
+    assert going.returncode == 0, going.stderr[-2000:]
+    assert len(_statuses(sweep)) == 2 * 3  # asked to run anyway: every arm at the grid's seeds
