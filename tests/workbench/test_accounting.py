@@ -54,6 +54,9 @@ COMBINATIONS = [
         "moe_experts": 2,
         "moe_top_k": 1,
     },
+    # the 2025-26 knobs: sinks (a parameter per head, no FLOPs or cache), gates (rows of q_proj), projection QK-norm
+    {"attn_sinks": True, "attn_gate": "elementwise", "qk_norm_scope": "projection", "norm_placement": "reordered"},
+    {"attn_sinks": True, "attn_logit": "softcap", "attn_gate": "headwise", "k_eq_v_global": True},
 ]
 
 
