@@ -97,7 +97,7 @@ def attend(
         scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))
     if sinks is None:
-        probs = scores.softmax(dim=-1, dtype=torch.float32)
+        probs = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
     else:
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         lse = torch.logaddexp(scores.logsumexp(dim=-1, keepdim=True), sinks.to(scores.dtype).view(-1, 1, 1))

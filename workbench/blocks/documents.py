@@ -42,3 +42,15 @@ class Documents:
     def rope_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """Positions for RoPE: the per-document ones, or the window's own `positions` (T,) when they continue."""
         return positions if self.positions is None else self.positions
+
+
+@dataclass(frozen=True)
+class DocumentMasking:
+    """A run's document masking (`data.document_mask`): the token that ends each document in its packed windows (the
+    data bundle's `document_separator`) and `data.document_positions`; called on a batch's inputs."""
+
+    separator: int
+    positions: str = "restart"
+
+    def __call__(self, input_ids: torch.Tensor) -> Documents:
+        return Documents.from_separators(input_ids, self.separator, self.positions)

@@ -13,11 +13,12 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from workbench.accounting import training_flops
+from workbench.blocks.documents import DocumentMasking
 from workbench.checkpoints import MODEL_CONFIG_KEY
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.distill import Distiller
-from workbench.losses import cross_entropy_sum
+from workbench.losses import cross_entropy_sum, z_loss_sum
 from workbench.model import build_model
 from workbench.optim import build_optimizer
 from workbench.training.strategy import fully_shard_model, total_grad_norm
@@ -42,9 +43,12 @@ class LMModule(L.LightningModule):
         token_bytes: np.ndarray | None = None,
         compile: bool = False,
         distiller: Distiller | None = None,
+        documents: DocumentMasking | None = None,
     ) -> None:
+        """`documents`: the run's document masking (`data.document_mask`), on training and validation batches."""
         super().__init__()
         self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
+        self.documents = documents
         self.distiller = distiller  # a plain object: its teacher is neither saved, counted nor optimised
         self.model = build_model(model_cfg)
         self.register_buffer(
@@ -82,22 +86,31 @@ class LMModule(L.LightningModule):
     def _nats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token loss of the batch, and the logits (in the model's output dtype)."""
         x, y = batch
-        logits = self.model(x)
+        logits = self.model(x) if self.documents is None else self.model(x, documents=self.documents(x))
         return cross_entropy_sum(logits, y), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Minimises train/loss (next-token, or its mix with distillation) + train/z_loss (`optim.z_loss` times the
+        mean log² Z over scored positions; computed and logged only when the coefficient is not 0), so train/loss
+        compares across arms with and without the z-loss."""
         nats, logits = self._nats(batch)
-        loss = nats / (batch[1] != IGNORE).sum().clamp(min=1)
+        targets = (batch[1] != IGNORE).sum().clamp(min=1)
+        loss = nats / targets
         if self.distiller is not None:
             kd = self.distiller.kd_loss(logits, *batch)
             self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
             loss = self.distiller.mix(kd, loss)
-        self._watch(loss.detach())
+        objective = loss
+        if z_coef := self.optim_cfg.get("z_loss", 0.0):
+            z_loss = z_coef * z_loss_sum(logits, batch[1]) / targets
+            self.log("train/z_loss", z_loss, sync_dist=True)
+            objective = loss + z_loss
+        self._watch(objective.detach())
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self._raise_if_diverged()  # before this step's metrics are logged: every logged loss is finite
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean under DDP/FSDP
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        return loss
+        return objective
 
     def _watch(self, loss: torch.Tensor) -> None:
         """Keep the first non-finite loss and its step on the device: no host sync per step."""
