@@ -467,9 +467,10 @@ class MultiHeadAttention(nn.Module):
         if self.probe is not None:
             self.probe(q, k, positions, k_pos, self.window, self.scale)
         dropout = self.dropout if self.training else 0.0
-        sinks = getattr(self, "sinks", None)
-        doc_ids = None if documents is None else documents.ids
-        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, sinks, doc_ids)
+        extra = {"sinks": self.sinks} if hasattr(self, "sinks") else {}  # the plain call when neither knob is on
+        if documents is not None:
+            extra["documents"] = documents.ids
+        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **extra)
         out = out.transpose(1, 2)  # (B, T, h, d)
         if gate is not None:
             out = out * torch.sigmoid(gate)
