@@ -236,18 +236,21 @@ def _flex_block_mask(n: int, window: int | None, device: torch.device):
     return create_block_mask(_visible_mod(window), None, None, n, n, device=device)
 
 
-def _flex_document_mask(documents: torch.Tensor, window: int | None):
+def _flex_document_mask(documents: Documents, window: int | None):
     """A block mask for one batch's documents: causal (and windowed) within each document; blocks of queries and
-    keys in different documents are skipped."""
+    keys in different documents are skipped. Built once per forward pass and window (kept in `documents.masks`)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    visible_mod = _visible_mod(window)
+    key = ("flex", window)
+    if key not in documents.masks:
+        ids, visible_mod = documents.ids, _visible_mod(window)
 
-    def mask_mod(b, h, i, j):
-        return visible_mod(b, h, i, j) & (documents[b, i] == documents[b, j])
+        def mask_mod(b, h, i, j):
+            return visible_mod(b, h, i, j) & (ids[b, i] == ids[b, j])
 
-    B, T = documents.shape
-    return create_block_mask(mask_mod, B, None, T, T, device=documents.device)
+        B, T = ids.shape
+        documents.masks[key] = create_block_mask(mask_mod, B, None, T, T, device=ids.device)
+    return documents.masks[key]
 
 
 def attend_flex(
@@ -258,7 +261,7 @@ def attend_flex(
     scale: float,
     softcap: float | None,
     sinks: torch.Tensor | None = None,
-    documents: torch.Tensor | None = None,
+    documents: Documents | None = None,
 ) -> torch.Tensor:
     """`flex_attention` over a sequence with no cached keys: only the blocks the window touches are computed.
 
@@ -305,13 +308,13 @@ def self_attention(
     softcap: float | None,
     dropout: float,
     sinks: torch.Tensor | None = None,
-    documents: torch.Tensor | None = None,
+    documents: Documents | None = None,
 ) -> torch.Tensor:
     """Pick the attention path: `auto_kernel`'s choice without cached keys, the explicit mask otherwise.
 
     `attention_path` overrides the choice (dense: always the explicit mask; flex: `attend_flex` without cache).
-    `sinks`: see `attend`. `documents` (B, T), only without cached keys: each token's document id; a query sees
-    only keys of its own document, on every path (positions q_pos/k_pos are the window's own, 0..T-1).
+    `sinks`: see `attend`. `documents`, only without cached keys: a query sees only keys of its own document, on
+    every path (positions q_pos/k_pos are the window's own, 0..T-1; RoPE has already used the documents').
     """
     fresh = k.shape[-2] == q.shape[-2]
     if documents is not None and not fresh:
@@ -328,10 +331,11 @@ def self_attention(
         if kernel == "causal" and documents is None:
             return attend(q, k, v, None, scale, softcap, dropout, sinks)
         if kernel == "blocked":
-            return attend_blocked_local(q, k, v, window, scale, softcap, dropout, sinks, documents)
+            ids = None if documents is None else documents.ids
+            return attend_blocked_local(q, k, v, window, scale, softcap, dropout, sinks, ids)
     mask = visible(q_pos, k_pos, window)
     if documents is not None:
-        mask = mask & (documents[:, :, None] == documents[:, None, :])[:, None]
+        mask = mask & (documents.ids[:, :, None] == documents.ids[:, None, :])[:, None]
     return attend(q, k, v, mask, scale, softcap, dropout, sinks)
 
 
@@ -469,7 +473,7 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         extra = {"sinks": self.sinks} if hasattr(self, "sinks") else {}  # the plain call when neither knob is on
         if documents is not None:
-            extra["documents"] = documents.ids
+            extra["documents"] = documents
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **extra)
         out = out.transpose(1, 2)  # (B, T, h, d)
         if gate is not None:

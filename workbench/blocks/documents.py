@@ -8,7 +8,8 @@ is computed exactly as it would be alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -18,10 +19,12 @@ DOCUMENT_POSITIONS = ("restart", "continue")
 @dataclass(frozen=True)
 class Documents:
     """`ids` (B, T): the document of each token, non-decreasing along a row; `positions` (B, T): RoPE positions
-    restarting at 0 in each document, or None to keep the window's own positions 0..T-1."""
+    restarting at 0 in each document, or None to keep the window's own positions 0..T-1. `masks`: what a kernel
+    derives from them once per forward pass (flex's block mask per window), shared by the layers that need it."""
 
     ids: torch.Tensor
     positions: torch.Tensor | None
+    masks: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_separators(cls, input_ids: torch.Tensor, separator: int, positions: str = "restart") -> Documents:

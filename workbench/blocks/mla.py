@@ -102,6 +102,6 @@ class MultiHeadLatentAttention(nn.Module):
         if self.probe is not None:
             self.probe(q, k, positions, k_pos, self.window, self.scale)
         dropout = self.dropout if self.training else 0.0
-        masked = {} if documents is None else {"documents": documents.ids}
+        masked = {} if documents is None else {"documents": documents}
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **masked)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
