@@ -469,7 +469,8 @@ class MultiHeadAttention(nn.Module):
             if shared is not None:
                 shared[self.layer_type] = k, v, k_pos
         if self.probe is not None:
-            self.probe(q, k, positions, k_pos, self.window, self.scale)
+            doc_ids = () if documents is None else (documents.ids,)
+            self.probe(q, k, positions, k_pos, self.window, self.scale, *doc_ids)
         dropout = self.dropout if self.training else 0.0
         extra = {"sinks": self.sinks} if hasattr(self, "sinks") else {}  # the plain call when neither knob is on
         if documents is not None:

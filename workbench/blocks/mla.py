@@ -100,7 +100,8 @@ class MultiHeadLatentAttention(nn.Module):
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.expand(B, self.n_heads, Tk, self.rope_dim)), dim=-1)
         if self.probe is not None:
-            self.probe(q, k, positions, k_pos, self.window, self.scale)
+            doc_ids = () if documents is None else (documents.ids,)
+            self.probe(q, k, positions, k_pos, self.window, self.scale, *doc_ids)
         dropout = self.dropout if self.training else 0.0
         masked = {} if documents is None else {"documents": documents}
         out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **masked)

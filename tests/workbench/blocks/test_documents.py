@@ -92,3 +92,16 @@ def test_documents_with_a_cache_are_refused():
     x, _ = packed(5, 6)
     with pytest.raises(ValueError, match="documents: a document mask is for a forward pass without a KV cache"):
         model(x, model.new_cache(2, 16), documents=DocumentMasking(SEP)(x))
+
+
+def test_attention_probes_score_only_pairs_inside_documents():
+    """The stability monitor's probe counts the pairs each layer attends: A's and B's own causal pairs."""
+    from workbench.probes import attach_probes
+
+    model = build_model(BASE.replace(layer_pattern="global"))
+    attention, _ = attach_probes(model)
+    x, _ = packed(5, 6)
+    with torch.no_grad():
+        model(x, documents=DocumentMasking(SEP)(x))
+    per_row = 5 * 6 // 2 + 6 * 7 // 2
+    assert [p.pairs for p in attention] == [2 * BASE.n_heads * per_row] * BASE.n_layers
