@@ -13,6 +13,12 @@ The FLOP convention, the one the whole project uses (MFU, the dry run, `analysis
 its QK^T and PV over the (query, key) pairs actually attended, counted exactly: Σ_i min(i+1, W) pairs per head
 on a local layer of window W, Σ_i (i+1) on a global one. The LM head runs at every position. Training is
 forward + backward = 3 x forward.
+
+Document masking (`data.document_mask`) is left out: the accounting is a property of the config, while the pairs a
+window attends under the mask depend on where its documents end. Every window counts as one document, an upper
+bound on the pairs attended (the CPU kernels compute the masked pairs anyway; flex on CUDA skips only whole blocks).
+Attention sinks add a parameter per head and no matmul; an output gate adds its rows to q_proj (counted with it)
+and an elementwise product (not counted); QK-norm over the projection is a norm (parameters only).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ from typing import Any
 from workbench.blocks.patterns import GLOBAL, LOCAL
 
 ATTN_LOGIT_CONTROLS = ("none", "softcap", "qk_norm", "softcap+qk_norm")
-NORM_PLACEMENTS = ("pre", "post", "sandwich")
+NORM_PLACEMENTS = ("pre", "post", "sandwich", "reordered")
+QK_NORM_SCOPES = ("head", "projection")
+ATTN_GATES = ("none", "headwise", "elementwise")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ModelConfig:
     attn_softcap: float = 50.0  # used when attn_logit includes "softcap"
     final_softcap: float | None = None
     query_pre_attn_scalar: float | None = None  # None: head_dim; attention scale is its inverse square root
+    qk_norm_scope: str = "head"  # QK-norm over each head (Gemma 3, Qwen 3) or the whole projection (OLMo 2/3)
+    attn_sinks: bool = False  # a learned logit per head in the softmax denominator (gpt-oss)
+    attn_gate: str = "none"  # sigmoid gate on the attention output from the layer input: headwise or elementwise
     # rope
     rope_base_global: float = 1_000_000.0
     rope_base_local: float = 10_000.0
@@ -92,10 +97,12 @@ class ModelConfig:
     # derived values --------------------------------------------------------------------------------------
     @property
     def post_norm_gain(self) -> float:
-        """The post-norms' gain at init: `post_norm_init`, else 1/sqrt(2 n_layers) under the sandwich, else 1."""
+        """The post-norms' gain at init: `post_norm_init`, else 1/sqrt(2 n_layers) where a branch's output is
+        normalised before the residual add (sandwich, reordered), else 1."""
         if self.post_norm_init is not None:
             return self.post_norm_init
-        return 1 / math.sqrt(2 * self.n_layers) if self.norm_placement == "sandwich" else 1.0
+        scaled = self.norm_placement in ("sandwich", "reordered")
+        return 1 / math.sqrt(2 * self.n_layers) if scaled else 1.0
 
     @property
     def resolved_head_dim(self) -> int:
@@ -217,6 +224,12 @@ class ModelConfig:
             raise ValueError(f"mla_rope_dim: got {self.mla_rope_dim}; allowed: an even value > 0")
         _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice("attn_logit", self.attn_logit, ATTN_LOGIT_CONTROLS)
+        _choice("qk_norm_scope", self.qk_norm_scope, QK_NORM_SCOPES)
+        if self.qk_norm_scope != "head" and not self.qk_norm:
+            raise ValueError(f"qk_norm_scope: got {self.qk_norm_scope!r}; allowed: 'head' while attn_logit="
+                             f"{self.attn_logit!r} has no QK-norm (the scope applies to 'qk_norm' and "
+                             "'softcap+qk_norm')")  # fmt: skip
+        _choice("attn_gate", self.attn_gate, ATTN_GATES)
         _positive("window", self.window)
         _positive("norm_eps", self.norm_eps)
         _positive("attn_softcap", self.attn_softcap)
@@ -314,6 +327,7 @@ class ModelConfig:
         per_field = {
             "head_dim_global": {GLOBAL}, "n_kv_heads_global": {GLOBAL}, "k_eq_v_global": {GLOBAL},
             "rope_fraction_global": {GLOBAL}, "v_norm": used, "kv_shared_layers": self.kv_shared_types,
+            "qk_norm_scope": used, "attn_sinks": used, "attn_gate": used,
         }  # fmt: skip
         for name, layer_types in per_field.items():
             value = getattr(self, name)
@@ -346,7 +360,7 @@ _EXPECTED_TYPES: dict[str, Any] = {
     "mlp": str, "norm": str, "position": str, "norm_placement": str,
     "norm_eps": _FLOAT, "layer_pattern": (str, tuple), "window": _INT, "attn_logit": str,
     "attn_softcap": _FLOAT, "final_softcap": (int, float, type(None)),
-    "query_pre_attn_scalar": (int, float, type(None)),
+    "query_pre_attn_scalar": (int, float, type(None)), "qk_norm_scope": str, "attn_sinks": bool, "attn_gate": str,
     "rope_base_global": _FLOAT, "rope_base_local": _FLOAT, "rope_scaling_global": _FLOAT, "rope_fraction": _FLOAT,
     "rope_scaling_type": str, "rope_original_context": (int, type(None)),
     "tie_embeddings": bool, "embed_scale": bool, "bias": bool, "dropout": _FLOAT, "init_std": _FLOAT,

@@ -11,16 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.blocks.documents import DocumentMasking
 from workbench.data.bundle import IGNORE, Batch
 
 
 @torch.no_grad()
 def mean_loss(
-    model: nn.Module, batches: Iterable[Batch], token_bytes: np.ndarray | None = None
+    model: nn.Module,
+    batches: Iterable[Batch],
+    token_bytes: np.ndarray | None = None,
+    documents: DocumentMasking | None = None,
 ) -> dict[str, float | int | None]:
     """`loss`: nats per labelled target over all batches together (summed, then divided once, so every target
     weighs the same, as in val/loss); `tokens`: how many targets; `bpb`: bits per UTF-8 byte of the targets, None
-    unless `token_bytes` (a DataBundle's) is given and the targets hold bytes (as val/bpb)."""
+    unless `token_bytes` (a DataBundle's) is given and the targets hold bytes (as val/bpb). `documents`: the run's
+    document masking, so a split is scored as the run trained."""
     device = next(model.parameters()).device
     per_id = None if token_bytes is None else torch.as_tensor(token_bytes, device=device)
     was_training = model.training
@@ -29,7 +34,7 @@ def mean_loss(
     try:
         for x, y in batches:
             x, y = x.to(device), y.to(device)
-            logits = model(x).float()
+            logits = (model(x) if documents is None else model(x, documents=documents(x))).float()
             nats += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum").item()
             labelled = y[y != IGNORE]
             targets += labelled.numel()

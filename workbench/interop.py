@@ -1,4 +1,4 @@
-"""Conversion to and from `transformers`' Gemma 2, Gemma 3 and Gemma 4 text decoders (configs and weights).
+"""Conversion to and from `transformers`' Gemma 2, Gemma 3, Gemma 4 and OLMo 3 text decoders (configs and weights).
 
 Every field is either mapped, or checked to hold the one value the other side can express; anything else is a
 `ValueError` naming the field, its value and what is allowed, so nothing is dropped silently. Only HF keys that
@@ -19,6 +19,8 @@ from transformers import (
     Gemma3TextConfig,
     Gemma4ForCausalLM,
     Gemma4TextConfig,
+    Olmo3Config,
+    Olmo3ForCausalLM,
     PreTrainedConfig,
 )
 
@@ -32,6 +34,7 @@ ARCHS: dict[str, tuple[type[PreTrainedConfig], type]] = {
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
     "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
     "gemma4": (Gemma4TextConfig, Gemma4ForCausalLM),
+    "olmo3": (Olmo3Config, Olmo3ForCausalLM),
 }
 # HF keys with no effect on the logits: tokenizer ids, runtime/output flags, bookkeeping.
 IGNORED_HF_KEYS = frozenset({
@@ -77,6 +80,24 @@ GEMMA4_HF_KEYS = frozenset({
     "hidden_size_per_layer_input", "attention_k_eq_v", "num_kv_shared_layers", "enable_moe_block",
     "use_double_wide_mlp", "num_experts", "top_k_experts", "moe_intermediate_size", "per_layer_config",
 })  # fmt: skip
+# OLMo 3: SwiGLU, plain RMSNorm, QK-norm over the whole q / k projection, post-norm "reordered" blocks
+# (x + norm(f(x))), no embedding scale, head width d_model / n_heads; and the fields its config carries
+OLMO3_FIXED_FIELDS = {
+    "attention": "mha", "mlp": "swiglu", "norm": "rmsnorm", "position": "rope", "norm_placement": "reordered",
+    "attn_logit": "qk_norm", "qk_norm_scope": "projection", "embed_scale": False, "bias": False, "dropout": 0.0,
+    "head_dim": None, "rope_fraction": 1.0,
+}  # fmt: skip
+OLMO3_MAPPED_FIELDS = frozenset({
+    "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len", "norm_eps",
+    "layer_pattern", "window", "rope_base_global", "rope_base_local", "rope_scaling_global", "tie_embeddings",
+    "init_std", "attn_softcap",  # attn_softcap: unused under attn_logit 'qk_norm'
+})  # fmt: skip
+OLMO3_HF_KEYS = frozenset({
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "max_position_embeddings", "initializer_range", "rms_norm_eps", "tie_word_embeddings", "rope_parameters",
+    "sliding_window", "layer_types",
+})  # fmt: skip
+OLMO3_FIXED_HF_KEYS = {"hidden_act": ("silu",), "attention_bias": (False,), "attention_dropout": (0, 0.0)}
 # Gemma 4's RoPE per layer type: rope_type -> the keys it may have (factor: linear scaling, global layers only)
 GEMMA4_ROPE_KEYS = {
     "default": {"rope_type", "rope_theta"},
@@ -96,6 +117,8 @@ def config_from_hf(config: PreTrainedConfig) -> ModelConfig:
     values = config.to_dict()
     if arch == "gemma4":
         return _config_from_gemma4(values)
+    if arch == "olmo3":
+        return _config_from_olmo3(values)
     mapped = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "head_dim", "max_position_embeddings", "initializer_range", "rms_norm_eps",
               "tie_word_embeddings", "rope_parameters", "query_pre_attn_scalar", "sliding_window", "layer_types",
@@ -129,9 +152,8 @@ def _arch_of_config(config: PreTrainedConfig) -> str:
         if type(config) is config_cls:
             return arch
     hint = "; pass its .text_config" if hasattr(config, "text_config") else ""
-    raise ValueError(
-        f"config: got {type(config).__name__}; allowed: Gemma2Config, Gemma3TextConfig, Gemma4TextConfig{hint}"
-    )
+    allowed = ", ".join(config_cls.__name__ for config_cls, _ in ARCHS.values())
+    raise ValueError(f"config: got {type(config).__name__}; allowed: {allowed}{hint}")
 
 
 def _our_layer_type(hf_type: str) -> str:
@@ -141,8 +163,10 @@ def _our_layer_type(hf_type: str) -> str:
 
 
 def _rope_from_hf(arch: str, params: dict[str, Any], used: set[str]) -> dict[str, float]:
-    """Gemma 2 has one RoPE for all layers, Gemma 3 one per layer type; only used layer types must be modelled."""
-    per_type = params if arch == "gemma3" else {HF_LAYER_TYPE[LOCAL]: params, HF_LAYER_TYPE[GLOBAL]: params}
+    """Gemma 2 has one RoPE for all layers, Gemma 3 and OLMo 3 one per layer type; only used layer types must be
+    modelled."""
+    by_type = arch in ("gemma3", "olmo3")
+    per_type = params if by_type else {HF_LAYER_TYPE[LOCAL]: params, HF_LAYER_TYPE[GLOBAL]: params}
     out: dict[str, float] = {}
     for ours, field in ((LOCAL, "rope_base_local"), (GLOBAL, "rope_base_global")):
         hf_type = HF_LAYER_TYPE[ours]
@@ -151,7 +175,7 @@ def _rope_from_hf(arch: str, params: dict[str, Any], used: set[str]) -> dict[str
         if ours not in used:
             continue
         kind = p.get("rope_type", "default")
-        name = f"rope_parameters[{hf_type!r}]" if arch == "gemma3" else "rope_parameters"
+        name = f"rope_parameters[{hf_type!r}]" if by_type else "rope_parameters"
         scaled = ROPE_KEYS if ours == GLOBAL else {"default": ROPE_KEYS["default"]}
         if kind not in scaled or set(p) - scaled[kind]:
             allowed = f"rope_type in {list(scaled)} with keys {sorted(set().union(*scaled.values()))}"
@@ -163,10 +187,34 @@ def _rope_from_hf(arch: str, params: dict[str, Any], used: set[str]) -> dict[str
     return out
 
 
-def _check_fixed_hf_keys(values: dict[str, Any]) -> None:
-    for key, allowed in FIXED_HF_KEYS.items():
+def _check_fixed_hf_keys(values: dict[str, Any], fixed: dict[str, tuple[Any, ...]] = FIXED_HF_KEYS) -> None:
+    for key, allowed in fixed.items():
         if values[key] not in allowed:
             raise _bad(key, values[key], " or ".join(map(repr, allowed)))
+
+
+def _config_from_olmo3(values: dict[str, Any]) -> ModelConfig:
+    """OLMo 3: sliding-window and full layers as `layer_types` says, RoPE per layer type, projection QK-norm."""
+    _check_fixed_hf_keys(values, OLMO3_FIXED_HF_KEYS)
+    unknown = sorted(set(values) - OLMO3_HF_KEYS - set(OLMO3_FIXED_HF_KEYS) - IGNORED_HF_KEYS)
+    if unknown:
+        raise ValueError(f"Olmo3Config: key(s) {unknown} have no counterpart in ModelConfig")
+    layer_types = tuple(_our_layer_type(t) for t in values["layer_types"])
+    window = values["sliding_window"]
+    if window is None and LOCAL in layer_types:
+        raise _bad("sliding_window", window, "an int >= 1 when layer_types has sliding_attention layers")
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise _bad("hidden_size", values["hidden_size"], f"a multiple of num_attention_heads="
+                   f"{values['num_attention_heads']} (OLMo 3's head width is their quotient)")  # fmt: skip
+    rope = _rope_from_hf("olmo3", values["rope_parameters"], set(layer_types))
+    return ModelConfig(
+        vocab_size=values["vocab_size"], d_model=values["hidden_size"], n_layers=values["num_hidden_layers"],
+        n_heads=values["num_attention_heads"], n_kv_heads=values["num_key_value_heads"],
+        mlp_hidden=values["intermediate_size"], max_seq_len=values["max_position_embeddings"],
+        norm_eps=values["rms_norm_eps"], layer_pattern=layer_types, tie_embeddings=values["tie_word_embeddings"],
+        init_std=values["initializer_range"], **({"window": window} if window is not None else {}), **rope,
+        **OLMO3_FIXED_FIELDS,
+    )  # fmt: skip
 
 
 def _config_from_gemma4(values: dict[str, Any]) -> ModelConfig:
@@ -248,11 +296,13 @@ def _gemma4_rope_from_hf(params: dict[str, Any], used: set[str]) -> dict[str, An
 
 # config: ours -> HF -------------------------------------------------------------------------------------------
 def config_to_hf(cfg: ModelConfig, arch: str | None = None) -> PreTrainedConfig:
-    """The HF config for `cfg`: Gemma 4 if it has the value norm, else Gemma 3 if it has QK-norm, else Gemma 2 (or
-    as `arch` says); raises if inexpressible."""
+    """The HF config for `cfg`: OLMo 3 for reordered (post-norm) blocks, Gemma 4 if it has the value norm, else
+    Gemma 3 if it has QK-norm, else Gemma 2 (or as `arch` says); raises if inexpressible."""
     arch = _resolve_arch(cfg, arch)
     if arch == "gemma4":
         return _config_to_gemma4(cfg)
+    if arch == "olmo3":
+        return _config_to_olmo3(cfg)
     for field, required in FIXED_FIELDS.items():
         if getattr(cfg, field) != required:
             raise _bad(field, getattr(cfg, field), f"{required!r} (the only value Gemma models)")
@@ -279,7 +329,8 @@ def config_to_hf(cfg: ModelConfig, arch: str | None = None) -> PreTrainedConfig:
 
 
 def _resolve_arch(cfg: ModelConfig, arch: str | None) -> str:
-    arch = arch or ("gemma4" if cfg.v_norm else "gemma3" if cfg.qk_norm else "gemma2")
+    inferred = "olmo3" if cfg.norm_placement == "reordered" else "gemma4" if cfg.v_norm else None
+    arch = arch or inferred or ("gemma3" if cfg.qk_norm else "gemma2")
     if arch not in ARCHS:
         raise _bad("arch", arch, ", ".join(ARCHS))
     return arch
@@ -319,6 +370,25 @@ def _config_to_gemma4(cfg: ModelConfig) -> Gemma4TextConfig:
     )  # fmt: skip
 
 
+def _config_to_olmo3(cfg: ModelConfig) -> Olmo3Config:
+    for field, required in OLMO3_FIXED_FIELDS.items():
+        value = getattr(cfg, field)
+        if value != required and not (field == "head_dim" and value == cfg.d_model // cfg.n_heads):
+            raise _bad(field, value, f"{required!r} (the only value OLMo 3 models)")
+    for f in dataclasses.fields(cfg):
+        known = OLMO3_MAPPED_FIELDS | INIT_ONLY_FIELDS | set(OLMO3_FIXED_FIELDS)
+        if f.name not in known and getattr(cfg, f.name) != f.default:
+            raise _bad(f.name, getattr(cfg, f.name), f"{f.default!r}, its default (no OLMo 3 counterpart)")
+    return Olmo3Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_hidden,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.max_seq_len, initializer_range=cfg.init_std, rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=cfg.tie_embeddings, sliding_window=cfg.window,
+        layer_types=[HF_LAYER_TYPE[t] for t in cfg.layer_types], rope_parameters=_rope_to_hf(cfg, "olmo3"),
+        hidden_act="silu", attention_bias=False, attention_dropout=0.0,
+    )  # fmt: skip
+
+
 def _gemma4_rope_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     local: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_base_local}
     if cfg.rope_fraction != 1.0:
@@ -340,7 +410,7 @@ def _rope_to_hf(cfg: ModelConfig, arch: str) -> dict[str, Any]:
         full = {"rope_type": "linear", "rope_theta": cfg.rope_base_global, "factor": cfg.rope_scaling_global}
     per_type = {HF_LAYER_TYPE[LOCAL]: {"rope_type": "default", "rope_theta": cfg.rope_base_local},
                 HF_LAYER_TYPE[GLOBAL]: full}  # fmt: skip
-    if arch == "gemma3":
+    if arch in ("gemma3", "olmo3"):
         return per_type
     used = [per_type[HF_LAYER_TYPE[t]] for t in sorted(set(cfg.layer_types))]
     if any(p != used[0] for p in used):
@@ -381,7 +451,7 @@ def hf_names(name: str, qkv: tuple[str, ...] = QKV) -> list[str]:
     match = re.fullmatch(r"blocks\.(\d+)\.(.*)", name)
     ours = next((k for k in _LAYER_NAMES if match.group(2).startswith(k)), None) if match else None
     if ours is None:
-        raise ValueError(f"parameter {name!r} has no Gemma counterpart")
+        raise ValueError(f"parameter {name!r} has no transformers counterpart")
     rest = match.group(2)
     hf = f"model.layers.{match.group(1)}.{_LAYER_NAMES[ours]}{rest[len(ours) :]}"
     if rest.startswith("attn.qkv_proj."):
@@ -422,10 +492,10 @@ def _copy_weights(src: dict[str, torch.Tensor], dst: torch.nn.Module, names_of: 
 
 @torch.no_grad()
 def from_hf(model: torch.nn.Module) -> Transformer:
-    """Our model with the config and weights of a `Gemma2ForCausalLM` / `Gemma3ForCausalLM` / `Gemma4ForCausalLM`, in
-    its dtype."""
+    """Our model with the config and weights of a `Gemma2ForCausalLM` / `Gemma3ForCausalLM` / `Gemma4ForCausalLM` /
+    `Olmo3ForCausalLM`, in its dtype."""
     if type(model) not in {cls for _, cls in ARCHS.values()}:
-        raise _bad("model", type(model).__name__, "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma4ForCausalLM")
+        raise _bad("model", type(model).__name__, ", ".join(cls.__name__ for _, cls in ARCHS.values()))
     cfg = config_from_hf(model.config)
     ours = build_model(cfg).to(device=model.device, dtype=model.dtype)
     _copy_weights(model.state_dict(), ours, _names_of(ours), cfg.tie_embeddings)
@@ -434,7 +504,7 @@ def from_hf(model: torch.nn.Module) -> Transformer:
 
 @torch.no_grad()
 def to_hf(model: Transformer, arch: str | None = None, attn_implementation: str = "eager") -> torch.nn.Module:
-    """A `transformers` Gemma model computing the same function as `model` (see `config_to_hf` for `arch`)."""
+    """A `transformers` model computing the same function as `model` (see `config_to_hf` for `arch`)."""
     arch = _resolve_arch(model.cfg, arch)
     config = config_to_hf(model.cfg, arch)
     hf_cls = ARCHS[arch][1]

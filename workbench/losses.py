@@ -1,5 +1,5 @@
 """The next-token loss every training path shares: cross-entropy summed in float32, chunked so that bfloat16 logits
-never get a full-vocabulary float32 copy."""
+never get a full-vocabulary float32 copy; and the z-loss (log² of the softmax normaliser), chunked the same way."""
 
 from __future__ import annotations
 
@@ -49,3 +49,38 @@ class _CrossEntropySum(torch.autograd.Function):
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
     """Σ over targets that are not `ignore_index` of -log softmax(logits)[target], in float32 (or float64)."""
     return _CrossEntropySum.apply(logits, targets, ignore_index)
+
+
+class _LogZSquaredSum(torch.autograd.Function):
+    """Σ over rows of (log Σ_v e^{logit_v})², chunked like `_CrossEntropySum`: no float32 copy of the whole logits.
+
+    d(log² Z)/d logits = 2 log Z · softmax(logits), written in the logits' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        compute = torch.promote_types(logits.dtype, torch.float32)
+        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
+        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+        valid = (t != ignore_index).to(compute)
+        ctx.save_for_backward(logits, lse, valid)
+        ctx.chunk = chunk
+        return (lse.square() * valid).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, lse, valid = ctx.saved_tensors
+        flat = logits.reshape(-1, logits.shape[-1])
+        out = torch.empty_like(flat)
+        weight = 2 * lse * valid * grad
+        for s in range(0, len(flat), ctx.chunk):
+            e = min(len(flat), s + ctx.chunk)
+            out[s:e] = (flat[s:e].to(lse.dtype) - lse[s:e, None]).exp_().mul_(weight[s:e, None])
+        return out.view_as(logits), None, None
+
+
+def z_loss_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Σ over positions whose target is not `ignore_index` of log² Z, Z the output softmax's normaliser (the z-loss
+    of PaLM and OLMo-core: it keeps log Z near 0, so the logits cannot drift together), in float32 (or float64)."""
+    return _LogZSquaredSum.apply(logits, targets, ignore_index)

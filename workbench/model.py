@@ -14,6 +14,7 @@ from torch import nn
 
 from workbench import blocks  # noqa: F401  (fills the registries)
 from workbench.blocks.attention import SharedKV
+from workbench.blocks.documents import Documents
 from workbench.blocks.linear import Linear, linear
 from workbench.blocks.moe import MoEBlock
 from workbench.blocks.norms import set_gain
@@ -30,6 +31,7 @@ class Block(nn.Module):
     pre:      x = x + f(norm(x))
     post:     x = norm(x + f(x))                  (classic post-LN)
     sandwich: x = x + post_norm(f(pre_norm(x)))   (Gemma 2/3)
+    reordered: x = x + post_norm(f(x))           (OLMo 2/3)
     Gemma 4 adds, where the config says: the MoE block beside the MLP (it merges its routed branch into the MLP's
     output, see `MoEBlock`), then the layer's per-layer input (`PerLayerInputGate`), then the output times the
     stored `layer_scalar`. Layer `index` reuses an earlier layer's KV when `cfg.kv_shared(index)`.
@@ -50,7 +52,7 @@ class Block(nn.Module):
         norm = lambda: NORM.build(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
         if self.placement in ("pre", "sandwich"):
             self.attn_pre_norm, self.mlp_pre_norm = norm(), norm()
-        if self.placement in ("post", "sandwich"):
+        if self.placement in ("post", "sandwich", "reordered"):
             self.attn_post_norm, self.mlp_post_norm = norm(), norm()
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -61,9 +63,11 @@ class Block(nn.Module):
         cache: LayerCache | SharedLayerCache | None = None,
         per_layer_input: torch.Tensor | None = None,
         shared: SharedKV | None = None,
+        documents: Documents | None = None,
     ) -> torch.Tensor:
         kv = (shared,) if self.exchanges_kv else ()
-        x = self._residual(x, lambda h: self.attn(h, positions, cache, *kv), "attn")
+        docs = {} if documents is None else {"documents": documents}  # only kinds that read documents get them
+        x = self._residual(x, lambda h: self.attn(h, positions, cache, *kv, **docs), "attn")
         x = self._residual(x, lambda h, x=x: self._feed_forward(x, h), "mlp")
         if self.ple is not None:
             x = self.ple(x, per_layer_input)
@@ -82,6 +86,8 @@ class Block(nn.Module):
     def _residual(self, x: torch.Tensor, f, name: str) -> torch.Tensor:
         if self.placement == "post":
             return getattr(self, f"{name}_post_norm")(x + self.dropout(f(x)))
+        if self.placement == "reordered":
+            return x + self.dropout(getattr(self, f"{name}_post_norm")(f(x)))
         h = f(getattr(self, f"{name}_pre_norm")(x))
         if self.placement == "sandwich":
             h = getattr(self, f"{name}_post_norm")(h)
@@ -106,8 +112,9 @@ class Transformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) weights (embedding tables and experts too); output projections (experts' included)
-        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, except the sandwich's post-norms, at gain
-        `cfg.post_norm_gain` (1/sqrt(2 n_layers) unless set), so each branch keeps that scale; router scales at 1."""
+        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, except the sandwich's and reordered post-norms, at
+        gain `cfg.post_norm_gain` (1/sqrt(2 n_layers) unless set), so each branch keeps that scale; router scales
+        at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2:
@@ -154,9 +161,16 @@ class Transformer(nn.Module):
         ple = 0 if self.ple is None else self.ple.flops(tokens)
         return sum(block.flops(tokens, start) for block in self.blocks) + ple + 2 * tokens * head.numel()
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds."""
+    def forward(
+        self, input_ids: torch.Tensor, cache: KVCache | None = None, documents: Documents | None = None
+    ) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, vocab). With a cache, positions continue from what it holds.
+
+        `documents`: the documents packed in each row (`Documents.from_separators`): each token attends only to
+        earlier tokens of its own document, on every layer; not with a cache (decoding is one document)."""
         start = 0
+        if documents is not None and cache is not None:
+            raise ValueError("documents: a document mask is for a forward pass without a KV cache")
         if cache is not None:
             cache.check(input_ids.shape[1], [b.attn.window for b in self.blocks])
             start = cache.length
@@ -168,7 +182,7 @@ class Transformer(nn.Module):
         shared: SharedKV = {}
         for i, block in enumerate(self.blocks):
             layer_input = None if per_layer is None else per_layer[:, :, i]
-            x = block(x, positions, cache.layers[i] if cache is not None else None, layer_input, shared)
+            x = block(x, positions, cache.layers[i] if cache is not None else None, layer_input, shared, documents)
         x = self.final_norm(x)
         logits = linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         if self.logit_probe is not None:

@@ -1,4 +1,5 @@
-"""Named model configurations: the published Gemma 2/3 text decoders, Gemma 4's shape, and small ablation baselines.
+"""Named model configurations: the published Gemma 2/3 text decoders, Gemma 4's and OLMo 3's shapes, and small
+ablation baselines.
 
 Gemma values follow the reports and the `transformers` configuration defaults for each size. Gemma 2 uses the
 report's 256,128-entry vocabulary (HF configs say 256,000), so that Table 2 of the report is reproduced exactly.
@@ -29,6 +30,14 @@ _GEMMA4 = dict(
     rope_fraction_global=0.25, rope_partial="proportional", tie_embeddings=True, embed_scale=True,
 )  # fmt: skip
 _SMALL_GEMMA4 = dict(_GEMMA4, vocab_size=264)
+# OLMo 3 (transformers' Olmo3Config): 3 sliding-window layers then 1 full, post-norm "reordered" blocks
+# (x + norm(f(x))), SwiGLU, plain RMSNorm, QK-norm over the whole q / k projection, no embedding scale, an untied
+# head, RoPE base 500,000 on both layer types
+_OLMO3 = dict(
+    mlp="swiglu", norm="rmsnorm", norm_placement="reordered", layer_pattern="3:1", attn_logit="qk_norm",
+    qk_norm_scope="projection", rope_base_global=500_000.0, rope_base_local=500_000.0, tie_embeddings=False,
+    embed_scale=False, vocab_size=264,
+)  # fmt: skip
 
 PRESETS: dict[str, ModelConfig] = {
     "gemma3-1b": ModelConfig(**{**_GEMMA3, "vocab_size": 262_144, "max_seq_len": 32_768, "rope_scaling_global": 1.0,
@@ -52,6 +61,12 @@ PRESETS: dict[str, ModelConfig] = {
                                mlp_hidden=384, window=64, max_seq_len=256, ple_dim=16),
     "gemma4-small": ModelConfig(**_SMALL_GEMMA4, d_model=256, n_layers=12, n_heads=4, n_kv_heads=2,
                                 head_dim_global=128, mlp_hidden=1024, window=128, max_seq_len=512, ple_dim=32),
+    # OLMo-3-shaped ablation baselines for CPU (byte vocabulary), the widths of `tiny` / `small`, 8 / 12 layers so
+    # that the 3:1 pattern ends on a full layer
+    "olmo3-tiny": ModelConfig(**_OLMO3, d_model=128, n_layers=8, n_heads=4, n_kv_heads=2, mlp_hidden=384, window=64,
+                              max_seq_len=256),
+    "olmo3-small": ModelConfig(**_OLMO3, d_model=256, n_layers=12, n_heads=4, n_kv_heads=2, mlp_hidden=1024,
+                               window=128, max_seq_len=512),
     # Gemma-3-shaped ablation baselines for CPU: byte-level vocabulary (256 bytes + specials)
     "tiny": ModelConfig(**_SMALL_GEMMA3, d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, mlp_hidden=384,
                         window=64, max_seq_len=256),

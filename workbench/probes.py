@@ -48,25 +48,29 @@ class AttentionProbe:
         k_pos: torch.Tensor,
         window: int | None,
         scale: float,
+        documents: torch.Tensor | None = None,
     ) -> None:
-        """q (B, H, Tq, D), k (B, Hk, Tk, D) with H a multiple of Hk (query head h reads key head h // (H / Hk))."""
+        """q (B, H, Tq, D), k (B, Hk, Tk, D) with H a multiple of Hk (query head h reads key head h // (H / Hk));
+        `documents` (B, T): each token's document under document masking (pairs across documents are not scored)."""
         B, H, Tq, D = q.shape
         Hk, Tk = k.shape[1], k.shape[2]
         with torch.autocast(q.device.type, enabled=False):
             qg = (q.float() * scale).reshape(B, Hk, H // Hk, Tq, D)
             kt = k.float().transpose(-2, -1)[:, :, None]  # (B, Hk, 1, D, Tk)
-            mask = visible(q_pos, k_pos, window)
+            mask = visible(q_pos, k_pos, window)  # (Tq, Tk), or (B, 1, 1, Tq, Tk) per row's documents
+            if documents is not None:
+                mask = (mask & (documents[:, :, None] == documents[:, None, :]))[:, None, None]
             budget = CHUNK_ELEMENTS if q.device.type == "cpu" else CHUNK_ELEMENTS_ACCELERATOR
             chunk = max(1, budget // (B * H * Tk))
             peak, saturated = q.new_zeros((), dtype=torch.float32), q.new_zeros((), dtype=torch.long)
             for s in range(0, Tq, chunk):
-                m = mask[s : s + chunk]
+                m = mask[..., s : s + chunk, :]
                 logits = (qg[:, :, :, s : s + chunk] @ kt).abs_().masked_fill_(~m, 0.0)
                 peak = torch.maximum(peak, logits.amax())
                 saturated += torch.count_nonzero(logits >= self.threshold)  # masked pairs are 0, below any threshold
         self.max_logit = peak if self.max_logit is None else torch.maximum(self.max_logit, peak)
         self.saturated = saturated if self.saturated is None else self.saturated + saturated
-        self.pairs += int(mask.sum()) * B * H
+        self.pairs += int(mask.sum()) * H * (1 if documents is not None else B)
 
 
 class LogitProbe:

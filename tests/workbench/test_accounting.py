@@ -58,6 +58,9 @@ COMBINATIONS = [
         "moe_experts": 2,
         "moe_top_k": 1,
     },
+    # the 2025-26 knobs: sinks (a parameter per head, no FLOPs or cache), gates (rows of q_proj), projection QK-norm
+    {"attn_sinks": True, "attn_gate": "elementwise", "qk_norm_scope": "projection", "norm_placement": "reordered"},
+    {"attn_sinks": True, "attn_logit": "softcap", "attn_gate": "headwise", "k_eq_v_global": True},
 ]
 
 
@@ -179,7 +182,9 @@ def test_fvcore_sdpa_handle_reads_causal_and_float_masks(mask):
 # layer no v; the MLP is twice as wide on shared layers with double_wide_mlp; PLE adds a gate (d x P), a projection
 # (P x d) and a norm per layer, and a table (V_ple x L P), a projection (d x L P) and a norm (P) per model; MoE adds
 # a router (d x E, a d scale, an E scale), E experts of 3 d I and three norms per layer. The per-layer table counts
-# as non-embedding: `accounting.EMBEDDING` names the token embedding and the head only.
+# as non-embedding: `accounting.EMBEDDING` names the token embedding and the head only. An output gate adds 1
+# (headwise) or hd (elementwise) rows per query head to q; sinks a parameter per query head; QK-norm over the
+# projection norms h hd (q) and kv hd (k) values instead of hd each.
 def _layer_shape(cfg: ModelConfig, i: int) -> tuple[int, int, bool, bool]:
     t = cfg.layer_types[i]
     hd = cfg.head_dim_global if t == "global" and cfg.head_dim_global else cfg.resolved_head_dim
@@ -191,7 +196,8 @@ def _layer_matrices(cfg: ModelConfig, i: int) -> int:
     """Parameters of the matrices one token runs through in layer i (experts: the k it is routed to)."""
     d, h, P, f = cfg.d_model, cfg.n_heads, cfg.ple_dim, cfg.mlp_hidden
     hd, kv, shared, k_eq_v = _layer_shape(cfg, i)
-    attention = 2 * d * h * hd + (0 if shared else d * kv * hd * (1 if k_eq_v else 2))
+    gate = {"none": 0, "headwise": 1, "elementwise": hd}[cfg.attn_gate]
+    attention = 2 * d * h * hd + d * h * gate + (0 if shared else d * kv * hd * (1 if k_eq_v else 2))
     mlp = (3 if cfg.mlp in ("geglu", "swiglu") else 2) * d * f * (2 if shared and cfg.double_wide_mlp else 1)
     moe = d * cfg.moe_experts + cfg.moe_top_k * 3 * d * (cfg.moe_hidden or f) if cfg.moe_experts else 0
     return attention + mlp + 2 * d * P + moe
@@ -200,11 +206,13 @@ def _layer_matrices(cfg: ModelConfig, i: int) -> int:
 def closed_form_params(cfg: ModelConfig) -> dict[str, int]:
     d, f, E, P = cfg.d_model, cfg.mlp_hidden, cfg.moe_experts, cfg.ple_dim
     norm = 2 * d if cfg.norm == "layernorm" and cfg.bias else d
-    norms = {"pre": 2, "post": 2, "sandwich": 4}[cfg.norm_placement] * norm
+    norms = {"pre": 2, "post": 2, "sandwich": 4, "reordered": 2}[cfg.norm_placement] * norm
     non_embedding = 0 if cfg.norm_placement == "post" else norm
     for i in range(cfg.n_layers):
-        hd, _, shared, _ = _layer_shape(cfg, i)
-        qk_norms = (1 if shared else 2) * hd if cfg.qk_norm else 0
+        hd, kv, shared, _ = _layer_shape(cfg, i)
+        q_norm, k_norm = (cfg.n_heads * hd, kv * hd) if cfg.qk_norm_scope == "projection" else (hd, hd)
+        qk_norms = q_norm + (0 if shared else k_norm) if cfg.qk_norm else 0
+        qk_norms += cfg.n_heads if cfg.attn_sinks else 0
         all_experts = E * 3 * d * (cfg.moe_hidden or f) - cfg.moe_top_k * 3 * d * (cfg.moe_hidden or f)
         moe = all_experts + d + E + 3 * norm if E else 0
         non_embedding += _layer_matrices(cfg, i) + qk_norms + norms + moe + (norm if P else 0)
@@ -284,3 +292,16 @@ def test_on_policy_mfu_flops_count_the_sampling_and_the_shorter_rows():
     trained = fvcore_flops(model, torch.randint(0, BASE.vocab_size, (2, 9)))[""]
     rest = fvcore_flops(model, torch.randint(0, BASE.vocab_size, (6, 16)))[""]
     assert module.flops_per_batch == sampled + 3 * trained + 3 * rest
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [{"attn_gate": "headwise", "attn_sinks": True}, {"attn_gate": "elementwise", "kv_shared_layers": 4},
+     {"qk_norm_scope": "projection", "norm_placement": "reordered", "n_kv_heads_global": 2, "head_dim_global": 512}],
+    ids=str,
+)  # fmt: skip
+def test_attention_knobs_equal_closed_forms(knobs):
+    cfg = get_preset("gemma3-1b").replace(**knobs)
+    assert param_counts(cfg) == closed_form_params(cfg)
+    assert kv_cache_bytes(cfg, 32_768) == closed_form_kv_bytes(cfg, 32_768)
+    assert forward_flops(cfg, 2048) == closed_form_flops(cfg, 2048)

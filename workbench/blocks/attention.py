@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import AuxRequest
 
+from workbench.blocks.documents import Documents
 from workbench.blocks.fused import fuse_split_linears
 from workbench.blocks.linear import Linear
 from workbench.blocks.patterns import GLOBAL, LOCAL
@@ -74,12 +76,14 @@ def attend(
     scale: float,
     softcap: float | None,
     dropout: float,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(mask(cap(q k^T * scale))) v over (..., heads, T, dim); k/v heads shared by groups of query heads.
 
-    mask None means plain causal attention with as many keys as queries.
+    mask None means plain causal attention with as many keys as queries. `sinks` (heads,): a learned logit per
+    head that joins each row's softmax denominator and attends to nothing (gpt-oss), in float32 at least.
     """
-    if softcap is None:
+    if softcap is None and sinks is None:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, is_causal=mask is None, enable_gqa=True
         )
@@ -89,10 +93,16 @@ def attend(
     groups = q.shape[-3] // k.shape[-3]
     k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
     scores = (q @ k.transpose(-2, -1)) * scale
-    scores = softcap * torch.tanh(scores / softcap)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))
-    probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), dropout)
-    return probs @ v
+    if sinks is None:
+        probs = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    else:
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+        lse = torch.logaddexp(scores.logsumexp(dim=-1, keepdim=True), sinks.to(scores.dtype).view(-1, 1, 1))
+        probs = (scores - lse).exp()
+    return F.dropout(probs.to(q.dtype), dropout) @ v
 
 
 def local_block_size(window: int, dtype: torch.dtype = torch.float32) -> int:
@@ -163,7 +173,15 @@ def _local_block_mask(batch: int, n: int, block: int, window: int, device: torch
 
 
 def attend_blocked_local(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float, softcap: float | None, dropout: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    scale: float,
+    softcap: float | None,
+    dropout: float,
+    sinks: torch.Tensor | None = None,
+    documents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sliding-window attention in O(T * W): each block of b queries sees the W + b keys that end with its own block.
 
@@ -171,7 +189,8 @@ def attend_blocked_local(
     are padding. b is `local_block_size(W, dtype)`. Blocks are folded into the batch so SDPA gets 4-D inputs: it has
     fused CPU/CUDA kernels for those only (5-D inputs fall back to the unfused math path, 2x slower forward on
     CPU). Inputs laid out (B, T, h, d) in memory, as the model's projections leave them, are blocked without a
-    copy of the queries, and the output comes back in that layout.
+    copy of the queries, and the output comes back in that layout. `documents` (B, T): each token's document id;
+    a key is visible only from queries of its own document.
     """
     B, H, T, D = q.shape
     block = local_block_size(window, q.dtype)
@@ -187,7 +206,11 @@ def attend_blocked_local(
 
     q_blocks = tokens_first(q).reshape(B * n, block, H, D).transpose(1, 2)
     mask = _local_block_mask(B, n, block, window, q.device)
-    out = attend(q_blocks, key_blocks(k), key_blocks(v), mask, scale, softcap, dropout)
+    if documents is not None:  # padding (before 0, after T) is document -1: masked or seen by padding only
+        key_docs = F.pad(documents, (window, pad), value=-1).unfold(1, window + block, block)  # (B, n, W + b)
+        query_docs = F.pad(documents, (0, pad), value=-1).view(B, n, block)
+        mask = mask & (query_docs[..., :, None] == key_docs[..., None, :]).flatten(0, 1)[:, None]
+    out = attend(q_blocks, key_blocks(k), key_blocks(v), mask, scale, softcap, dropout, sinks)
     return out.transpose(1, 2).reshape(B, n * block, H, -1)[:, :T].transpose(1, 2)
 
 
@@ -198,31 +221,70 @@ def _flex_kernel(device_type: str):
     return flex_attention if device_type == "cpu" else torch.compile(flex_attention, dynamic=False)
 
 
+def _visible_mod(window: int | None):
+    def mask_mod(b, h, i, j):
+        return (j <= i) & (j > i - window) if window is not None else j <= i
+
+    return mask_mod
+
+
 @functools.lru_cache(maxsize=8)
 def _flex_block_mask(n: int, window: int | None, device: torch.device):
     """One block mask per (length, window), shared by every layer of that type in a forward pass."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    def mask_mod(b, h, i, j):
-        return (j <= i) & (j > i - window) if window is not None else j <= i
+    return create_block_mask(_visible_mod(window), None, None, n, n, device=device)
 
-    return create_block_mask(mask_mod, None, None, n, n, device=device)
+
+def _flex_document_mask(documents: Documents, window: int | None):
+    """A block mask for one batch's documents: causal (and windowed) within each document; blocks of queries and
+    keys in different documents are skipped. Built once per forward pass and window (kept in `documents.masks`)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    key = ("flex", window)
+    if key not in documents.masks:
+        ids, visible_mod = documents.ids, _visible_mod(window)
+
+        def mask_mod(b, h, i, j):
+            return visible_mod(b, h, i, j) & (ids[b, i] == ids[b, j])
+
+        B, T = ids.shape
+        documents.masks[key] = create_block_mask(mask_mod, B, None, T, T, device=ids.device)
+    return documents.masks[key]
 
 
 def attend_flex(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, scale: float, softcap: float | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int | None,
+    scale: float,
+    softcap: float | None,
+    sinks: torch.Tensor | None = None,
+    documents: Documents | None = None,
 ) -> torch.Tensor:
     """`flex_attention` over a sequence with no cached keys: only the blocks the window touches are computed.
 
     flex_attention is no autocast op: q and k (float32 after a plain RMSNorm under bf16 autocast) take v's dtype,
-    as SDPA's autocast casts them.
+    as SDPA's autocast casts them. Sinks: with Z the row's softmax denominator, a sink logit s turns each
+    probability p into p Z / (Z + e^s), i.e. the output times sigmoid(log Z - s), from flex's log-sum-exp.
     """
-    block_mask = _flex_block_mask(q.shape[-2], window, q.device)
+    if documents is None:
+        block_mask = _flex_block_mask(q.shape[-2], window, q.device)
+    else:
+        block_mask = _flex_document_mask(documents, window)
     flex = _flex_kernel(q.device.type)
     score_mod = _softcap_mod(softcap) if softcap else None
-    return flex(
-        q.to(v.dtype), k.to(v.dtype), v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=True
-    )
+    aux = {} if sinks is None else {"return_aux": AuxRequest(lse=True)}
+    out = flex(
+        q.to(v.dtype), k.to(v.dtype), v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=True,
+        **aux,
+    )  # fmt: skip
+    if sinks is None:
+        return out
+    out, lse = out[0], out[1].lse
+    compute = torch.promote_types(lse.dtype, torch.float32)
+    return out * torch.sigmoid(lse.to(compute) - sinks.to(compute).view(-1, 1))[..., None].to(out.dtype)
 
 
 @functools.cache
@@ -245,25 +307,36 @@ def self_attention(
     scale: float,
     softcap: float | None,
     dropout: float,
+    sinks: torch.Tensor | None = None,
+    documents: Documents | None = None,
 ) -> torch.Tensor:
     """Pick the attention path: `auto_kernel`'s choice without cached keys, the explicit mask otherwise.
 
     `attention_path` overrides the choice (dense: always the explicit mask; flex: `attend_flex` without cache).
+    `sinks`: see `attend`. `documents`, only without cached keys: a query sees only keys of its own document, on
+    every path (positions q_pos/k_pos are the window's own, 0..T-1; RoPE has already used the documents').
     """
-    if _path == "flex" and k.shape[-2] == q.shape[-2]:
+    fresh = k.shape[-2] == q.shape[-2]
+    if documents is not None and not fresh:
+        raise ValueError("documents: a document mask applies to a forward pass without cached keys")
+    if _path == "flex" and fresh:
         if dropout:
             raise ValueError(f"dropout: got {dropout}; allowed: 0 on the flex attention path")
-        return attend_flex(q, k, v, window, scale, softcap)
+        return attend_flex(q, k, v, window, scale, softcap, sinks, documents)
     # nothing cached before these tokens: keys are the queries' own positions
-    if _path == "auto" and k.shape[-2] == q.shape[-2]:
+    if _path == "auto" and fresh:
         kernel = auto_kernel(q.device.type, q.shape[-2], window, softcap, dropout)
         if kernel == "flex":
-            return attend_flex(q, k, v, window, scale, softcap)
-        if kernel == "causal":
-            return attend(q, k, v, None, scale, softcap, dropout)
+            return attend_flex(q, k, v, window, scale, softcap, sinks, documents)
+        if kernel == "causal" and documents is None:
+            return attend(q, k, v, None, scale, softcap, dropout, sinks)
         if kernel == "blocked":
-            return attend_blocked_local(q, k, v, window, scale, softcap, dropout)
-    return attend(q, k, v, visible(q_pos, k_pos, window), scale, softcap, dropout)
+            ids = None if documents is None else documents.ids
+            return attend_blocked_local(q, k, v, window, scale, softcap, dropout, sinks, ids)
+    mask = visible(q_pos, k_pos, window)
+    if documents is not None:
+        mask = mask & (documents.ids[:, :, None] == documents.ids[:, None, :])[:, None]
+    return attend(q, k, v, mask, scale, softcap, dropout, sinks)
 
 
 def auto_kernel(device_type: str, length: int, window: int | None, softcap: float | None, dropout: float) -> str:
@@ -298,10 +371,16 @@ class MultiHeadAttention(nn.Module):
     RoPE, is the value; the cache holds that one tensor, and keys and values are derived from it when read). With
     `v_norm` the values are RMS-normalised without a scale. A layer built with `reuses_kv` has no k/v projections
     and no cache: it attends over the keys and values the last earlier layer of its type left in `shared`.
+
+    The 2025-26 knobs: QK-norm over each head or over the whole projection (`qk_norm_scope`: Gemma 3 / OLMo 2-3);
+    a learned sink logit per head (`attn_sinks`: gpt-oss); a sigmoid gate on the attention output computed from the
+    layer input (`attn_gate`: Qwen3-Next), whose rows sit in q_proj interleaved per head ([query_h, gate_h] for
+    each head h), the layout of Qwen3-Next's q_proj, so its weights copy as they are.
     """
 
     config_fields = frozenset({"head_dim_global", "n_kv_heads_global", "k_eq_v_global", "rope_fraction_global",
-                               "v_norm", "kv_shared_layers"})  # fmt: skip
+                               "v_norm", "kv_shared_layers", "qk_norm_scope", "attn_sinks",
+                               "attn_gate"})  # fmt: skip
 
     def __init__(self, cfg: ModelConfig, local: bool, reuses_kv: bool = False) -> None:
         super().__init__()
@@ -319,12 +398,18 @@ class MultiHeadAttention(nn.Module):
         # when reusing): one matmul instead of several
         self.parts = ("q_proj", "k_proj", "v_proj")[: 1 + (0 if reuses_kv else self.kv_tensors)]
         kv_rows = (len(self.parts) - 1) * self.n_kv_heads
-        self.qkv_proj = Linear(cfg.d_model, (self.n_heads + kv_rows) * self.head_dim, bias=cfg.bias)
+        self.gate_width = {"none": 0, "headwise": 1, "elementwise": self.head_dim}[cfg.attn_gate]
+        q_rows = self.n_heads * (self.head_dim + self.gate_width)
+        self.qkv_proj = Linear(cfg.d_model, q_rows + kv_rows * self.head_dim, bias=cfg.bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.projection_norm = cfg.qk_norm_scope == "projection"
         if cfg.qk_norm:
-            self.q_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+            q_width, k_width = (self.n_heads, self.n_kv_heads) if self.projection_norm else (1, 1)
+            self.q_norm = NORM.build(cfg.norm, q_width * self.head_dim, cfg.norm_eps, cfg.bias)
             if not reuses_kv:
-                self.k_norm = NORM.build(cfg.norm, self.head_dim, cfg.norm_eps, cfg.bias)
+                self.k_norm = NORM.build(cfg.norm, k_width * self.head_dim, cfg.norm_eps, cfg.bias)
+        if cfg.attn_sinks:  # 0 at init: the sink weighs like one key of logit 0 (a 1-D weight: never decayed)
+            self.sinks = nn.Parameter(torch.zeros(self.n_heads))
         if cfg.v_norm and not reuses_kv:
             self.v_norm = NORM.build("rmsnorm_unscaled", self.head_dim, cfg.norm_eps, cfg.bias)
         rot_dim = int(self.head_dim * cfg.rope_fraction_for(self.layer_type))
@@ -364,43 +449,78 @@ class MultiHeadAttention(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None, shared: SharedKV | None = None
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LayerCache | None = None,
+        shared: SharedKV | None = None,
+        documents: Documents | None = None,
     ) -> torch.Tensor:
-        """`shared`: this forward pass's keys and values by layer type, read when reusing and written otherwise."""
+        """`shared`: this forward pass's keys and values by layer type, read when reusing and written otherwise.
+        `documents`: a packed window's documents (no cache): attention stays inside each, RoPE as they say."""
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # views: (B, T, h, d) in memory
+        qkv, gate = self._project(x)
+        rope_pos = positions if documents is None else documents.rope_positions(positions)
         if self.reuses_kv:
             q, (k, v, k_pos) = qkv, shared[self.layer_type]
-            q = self.rope.rotate(self.q_norm(q) if hasattr(self, "q_norm") else q, positions)
+            q = self.rope.rotate(self._normed(self.q_norm, q) if hasattr(self, "q_norm") else q, rope_pos)
         else:
-            q, k, v, k_pos = self._own_kv(qkv, positions, cache)
+            q, k, v, k_pos = self._own_kv(qkv, positions, rope_pos, cache)
             if shared is not None:
                 shared[self.layer_type] = k, v, k_pos
         if self.probe is not None:
-            self.probe(q, k, positions, k_pos, self.window, self.scale)
+            doc_ids = () if documents is None else (documents.ids,)
+            self.probe(q, k, positions, k_pos, self.window, self.scale, *doc_ids)
         dropout = self.dropout if self.training else 0.0
-        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        extra = {"sinks": self.sinks} if hasattr(self, "sinks") else {}  # the plain call when neither knob is on
+        if documents is not None:
+            extra["documents"] = documents
+        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **extra)
+        out = out.transpose(1, 2)  # (B, T, h, d)
+        if gate is not None:
+            out = out * torch.sigmoid(gate)
+        return self.o_proj(out.reshape(B, T, -1))
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, h, T, d) heads of q, k, v (views of a (B, T, h, d) tensor), and the output gate (B, T, H, 1 or d)."""
+        B, T, _ = x.shape
+        y = self.qkv_proj(x)
+        if not self.gate_width:
+            return y.view(B, T, -1, self.head_dim).transpose(1, 2), None
+        q_rows = self.n_heads * (self.head_dim + self.gate_width)
+        q, gate = y[..., :q_rows].view(B, T, self.n_heads, -1).split((self.head_dim, self.gate_width), dim=-1)
+        heads = torch.cat((q, y[..., q_rows:].view(B, T, -1, self.head_dim)), dim=2)
+        return heads.transpose(1, 2), gate
+
+    def _normed(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """QK-norm of (B, h, T, d) heads: over each head's d dims, or over all h * d of a token (`projection`)."""
+        if not self.projection_norm:
+            return norm(x)
+        B, h, T, d = x.shape
+        return norm(x.transpose(1, 2).reshape(B, T, h * d)).view(B, T, h, d).transpose(1, 2)
 
     def _own_kv(
-        self, qkv: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None
+        self, qkv: torch.Tensor, positions: torch.Tensor, rope_pos: torch.Tensor, cache: LayerCache | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, and the keys, values and key positions of this layer's own projections (and its cache)."""
+        """Queries, and the keys, values and key positions of this layer's own projections (and its cache).
+
+        `rope_pos`: the positions RoPE rotates by (`positions`, or per document); keys of a cache are at `k_pos`."""
         if self.kv_tensors == 2:
             q, k, v = qkv.split((self.n_heads, self.n_kv_heads, self.n_kv_heads), dim=1)
             if hasattr(self, "q_norm"):
-                q, k = self.q_norm(q), self.k_norm(k)
+                q, k = self._normed(self.q_norm, q), self._normed(self.k_norm, k)
             if hasattr(self, "v_norm"):
                 v = self.v_norm(v)
-            q, k = self.rope(q, k, positions)
+            q, k = self.rope(q, k, rope_pos)
             if cache is None:
                 return q, k, v, positions
             return q, *cache.update(k, v)
         q, raw = qkv.split((self.n_heads, self.n_kv_heads), dim=1)  # K = V: the k projection, before norm and RoPE
-        k_pos = positions
+        k_pos, k_rope_pos = positions, rope_pos
         if cache is not None:
             raw, _, k_pos = cache.update(raw)
+            k_rope_pos = k_pos
         if hasattr(self, "q_norm"):
-            q = self.q_norm(q)
-        k = self.rope.rotate(self.k_norm(raw) if hasattr(self, "k_norm") else raw, k_pos)
-        return self.rope.rotate(q, positions), k, self.v_norm(raw) if hasattr(self, "v_norm") else raw, k_pos
+            q = self._normed(self.q_norm, q)
+        k = self.rope.rotate(self._normed(self.k_norm, raw) if hasattr(self, "k_norm") else raw, k_rope_pos)
+        return self.rope.rotate(q, rope_pos), k, self.v_norm(raw) if hasattr(self, "v_norm") else raw, k_pos

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from workbench.blocks.attention import attended_pairs, self_attention
+from workbench.blocks.documents import Documents
 from workbench.blocks.linear import Linear
 from workbench.cache import LayerCache
 from workbench.registry import ATTENTION, NORM, POSITION
@@ -73,13 +74,21 @@ class MultiHeadLatentAttention(nn.Module):
         up = self.k_up.weight.numel() + self.v_up.weight.numel()
         return 2 * tokens * weights + 2 * keys * up + self.pair_flops(tokens, start)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LayerCache | None = None,
+        documents: Documents | None = None,
+    ) -> torch.Tensor:
+        """`documents`: a packed window's documents (no cache): attention stays inside each, RoPE as they say."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, -1).transpose(1, 2)
         q_nope, q_rope = q.split((self.head_dim, self.rope_dim), dim=-1)
         latent = self.kv_norm(self.kv_down(x)).unsqueeze(1)  # (B, 1, T, latent)
         k_rope = self.k_rope_proj(x).unsqueeze(1)  # (B, 1, T, rope_dim): one RoPE key shared by all heads
-        q_rope, k_rope = self.rope(q_rope, k_rope, positions)
+        rope_pos = positions if documents is None else documents.rope_positions(positions)
+        q_rope, k_rope = self.rope(q_rope, k_rope, rope_pos)
         k_pos = positions
         if cache is not None:
             latent, k_rope, k_pos = cache.update(latent, k_rope)
@@ -91,7 +100,9 @@ class MultiHeadLatentAttention(nn.Module):
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.expand(B, self.n_heads, Tk, self.rope_dim)), dim=-1)
         if self.probe is not None:
-            self.probe(q, k, positions, k_pos, self.window, self.scale)
+            doc_ids = () if documents is None else (documents.ids,)
+            self.probe(q, k, positions, k_pos, self.window, self.scale, *doc_ids)
         dropout = self.dropout if self.training else 0.0
-        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout)
+        masked = {} if documents is None else {"documents": documents}
+        out = self_attention(q, k, v, positions, k_pos, self.window, self.scale, self.softcap, dropout, **masked)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

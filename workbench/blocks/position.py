@@ -79,7 +79,7 @@ class RoPE(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: (B, H, T, D), k: (B, Hkv, T, D), positions: (T,) absolute token positions."""
+        """q: (B, H, T, D), k: (B, Hkv, T, D), positions: (T,) token positions, or (B, T) per row (documents)."""
         cos, sin = self._cos_sin(positions, q.dtype)
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
@@ -88,8 +88,10 @@ class RoPE(nn.Module):
         return self._rotate(x, *self._cos_sin(positions, x.dtype))
 
     def _cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[:, None].float() * self.inv_freq.float()
+        freqs = positions[..., None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
+        if emb.dim() == 3:  # (B, T, D): per-row positions, broadcast over the heads
+            emb = emb[:, None]
         return (emb.cos() * self.multiplier).to(dtype), (emb.sin() * self.multiplier).to(dtype)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

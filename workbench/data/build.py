@@ -46,10 +46,11 @@ def _text_bundle(cfg: Mapping[str, Any], seed: int, docs: Sequence[Document]) ->
 
         tok = LocalTokenizer(cfg["tokenizer"], cfg.get("eos_token"))
         encode = lambda part: tok.encode([d.data.decode("utf-8", errors="replace") for d in part])  # noqa: E731
-        tok_id, vocab, token_bytes = tok.fingerprint, tok.vocab_size, None
+        tok_id, vocab, token_bytes, separator = tok.fingerprint, tok.vocab_size, None, tok.eos_id
     else:
         encode = lambda part: [byte_tokenizer.encode(d.data) for d in part]  # noqa: E731
         tok_id, vocab, token_bytes = byte_tokenizer.NAME, byte_tokenizer.VOCAB_SIZE, byte_tokenizer.token_bytes()
+        separator = byte_tokenizer.EOS
     val_fraction, selection_fraction = cfg["val_fraction"], held_out_setting(cfg, "selection_fraction", "val_fraction")
     digest = content_hash(docs)
     key = cache.cache_key(digest, tok_id, val_fraction, selection_fraction)
@@ -68,7 +69,7 @@ def _text_bundle(cfg: Mapping[str, Any], seed: int, docs: Sequence[Document]) ->
             "selection_bytes": sum(len(d.data) for d in selection_docs)}  # fmt: skip
     return corpus_bundle(
         train, val, selection, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"], seed=seed, vocab_size=vocab,
-        token_bytes=token_bytes, info=info,
+        token_bytes=token_bytes, info=info, document_separator=separator,
     )  # fmt: skip
 
 

@@ -31,6 +31,9 @@ class DataBundle:
     vocab_size: int  # ids the data uses; the model's vocab_size must be at least this
     token_bytes: np.ndarray | None = None  # UTF-8 bytes per id, for bits per byte; None when meaningless
     info: dict[str, Any] = field(default_factory=dict)  # recorded in results.json (source, content hash, sizes)
+    # the token that ends every document in the packed streams (EOS), so a model can mask attention to each
+    # document; None: the source marks no documents (synthetic tasks, a tokenizer source without data.eos_token)
+    document_separator: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def corpus_bundle(
     vocab_size: int,
     token_bytes: np.ndarray | None,
     info: dict[str, Any],
+    document_separator: int | None = None,
 ) -> DataBundle:
     """Random training windows; val and selection windows drawn across each split (`eval_offsets`) with seeds fixed
     apart from the run's, so every arm and seed is scored on the same tokens."""
@@ -105,7 +109,7 @@ def corpus_bundle(
     info = {**info, "train_tokens": len(train_tokens), "val_tokens": len(val.tokens), "val_budget_tokens": val_scored,
             "val_documents_scored": val_docs, "selection_tokens": len(selection.tokens),
             "selection_budget_tokens": sel_scored, "selection_documents_scored": sel_docs}  # fmt: skip
-    return DataBundle(train, val_batches, sel_batches, vocab_size, token_bytes, info)
+    return DataBundle(train, val_batches, sel_batches, vocab_size, token_bytes, info, document_separator)
 
 
 def held_out_setting(cfg: Mapping[str, Any], key: str, like: str) -> Any:

@@ -13,11 +13,12 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from workbench.accounting import on_policy_row_flops, training_flops
+from workbench.blocks.documents import DocumentMasking
 from workbench.checkpoints import MODEL_CONFIG_KEY
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.distill import Distiller
-from workbench.losses import cross_entropy_sum
+from workbench.losses import cross_entropy_sum, z_loss_sum
 from workbench.model import build_model
 from workbench.optim import build_optimizer
 from workbench.training.strategy import fully_shard_model, total_grad_norm
@@ -42,9 +43,12 @@ class LMModule(L.LightningModule):
         token_bytes: np.ndarray | None = None,
         compile: bool = False,
         distiller: Distiller | None = None,
+        documents: DocumentMasking | None = None,
     ) -> None:
+        """`documents`: the run's document masking (`data.document_mask`), on training and validation batches."""
         super().__init__()
         self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
+        self.documents = documents
         self.distiller = distiller  # a plain object: its teacher is neither saved, counted nor optimised
         self.model = build_model(model_cfg)
         self.register_buffer(
@@ -87,36 +91,46 @@ class LMModule(L.LightningModule):
     def _nats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token loss of the batch, and the logits (in the model's output dtype)."""
         x, y = batch
-        logits = self.model(x)
+        logits = self.model(x) if self.documents is None else self.model(x, documents=self.documents(x))
         return cross_entropy_sum(logits, y), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Minimises train/loss (next-token, distillation or their mix; on-policy rows by GKD's divergence, each row
+        weighing the same) + train/z_loss (`optim.z_loss` times the mean log² Z over the other rows' scored positions;
+        computed and logged only when the coefficient is not 0), so train/loss compares across arms with and without
+        the z-loss."""
         x, y = batch
         rows = self.distiller.on_policy_rows(x.shape[0]) if self.distiller is not None else 0
-        loss = self._off_policy_loss(x[rows:], y[rows:]) if rows < x.shape[0] else None
-        if rows:  # the rows' mean: each row weighs the same, sampled or not
+        loss, z_loss = self._off_policy_loss(x[rows:], y[rows:]) if rows < x.shape[0] else (None, None)
+        if rows:
             divergence = self._on_policy_loss(x[:rows], batch_idx)
             self.log("train/on_policy_jsd", divergence)
             loss = divergence if loss is None else (rows * divergence + (x.shape[0] - rows) * loss) / x.shape[0]
-        self._watch(loss.detach())
+        objective = loss if z_loss is None else loss + z_loss
+        self._watch(objective.detach())
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self._raise_if_diverged()  # before this step's metrics are logged: every logged loss is finite
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean under DDP/FSDP
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        return loss
+        return objective
 
-    def _off_policy_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _off_policy_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next-token loss of the rows, mixed with distillation to the teacher's targets where the distiller has
-        an off-policy kind."""
+        an off-policy kind; and the z-loss over them (None when `optim.z_loss` is 0)."""
         nats, logits = self._nats((x, y))
-        loss = nats / (y != IGNORE).sum().clamp(min=1)
+        targets = (y != IGNORE).sum().clamp(min=1)
+        loss = nats / targets
         if self.distiller is not None and self.distiller.kind != "none":
             kd = self.distiller.kd_loss(logits, x, y)
             self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
             loss = self.distiller.mix(kd, loss)
         elif self.distiller is not None:
             self.log("train/next_token_loss", loss)
-        return loss
+        z_loss = None
+        if z_coef := self.optim_cfg.get("z_loss", 0.0):
+            z_loss = z_coef * z_loss_sum(logits, y) / targets
+            self.log("train/z_loss", z_loss, sync_dist=True)
+        return loss, z_loss
 
     def _on_policy_loss(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """The student continues the rows' prompts (no gradient), then learns from the teacher's scores of them."""

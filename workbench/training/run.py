@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.accounting import kv_cache_bytes, param_counts
+from workbench.blocks.documents import DocumentMasking
 from workbench.checkpoints import CHECKPOINTS, CONFIG_FILE, LAST, checkpoint_file, load_weights
 from workbench.config import ModelConfig
 from workbench.data import DataBundle, build_data
@@ -101,7 +102,9 @@ def _fit(
             f"set model.vocab_size={bundle.vocab_size} or more"
         )
     distiller = build_distiller(cfg, model_cfg, bundle, inputs.get("teacher"), distill_cache_dir(cfg))
-    module = LMModule(model_cfg, cfg.optim, bundle.token_bytes, compile=t.compile, distiller=distiller)
+    documents = document_masking(cfg.data, bundle)
+    module = LMModule(model_cfg, cfg.optim, bundle.token_bytes, compile=t.compile, distiller=distiller,
+                      documents=documents)  # fmt: skip
     if init is not None:
         load_weights(module.model, init)
     x, _ = bundle.train(0)
@@ -134,7 +137,7 @@ def _fit(
         trainer.validate(module, datamodule=dm, verbose=False)
     lc = cfg.long_context  # loss by position bucket and passkey accuracy vs distance of the final weights
     return {**_summary(trainer, module, bundle, throughput, loggers, x.numel()),
-            "selection_loss": mean_loss(module.model, bundle.selection, bundle.token_bytes)["loss"],
+            "selection_loss": mean_loss(module.model, bundle.selection, bundle.token_bytes, documents)["loss"],
             "init_from": str(init) if init else None,
             **({"long_context": evaluate(module.model, bundle.val, lc.buckets, list(lc.passkey_distances),
                                          lc.passkey_samples, lc.passkey_digits)} if lc.buckets else {}),
@@ -160,6 +163,15 @@ def _summary(
         "checkpoints": {k: getattr(trainer.checkpoint_callback, f"{k}_model_path") or None for k in ("last", "best")},
         "wandb": wandb_location(loggers), **environment(trainer.strategy.root_device),
     }  # fmt: skip
+
+
+def document_masking(data: DictConfig, bundle: DataBundle) -> DocumentMasking | None:
+    """`data.document_mask`: attention within each document packed in a window, split at the source's EOS."""
+    if not data.get("document_mask"):
+        return None
+    if bundle.document_separator is None:  # validate.py refuses this before any data is read; kept for callers
+        raise ValueError("data.document_mask: got true; allowed: false for a source that marks no document ends")
+    return DocumentMasking(bundle.document_separator, str(data.document_positions))
 
 
 def build_distiller(

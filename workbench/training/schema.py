@@ -69,6 +69,7 @@ OffPolicyKind = StrEnum("OffPolicyKind", "none sampled topk full", module=__name
 Support = StrEnum("Support", "full topk", module=__name__)  # on_policy's divergence: whole vocabulary or top-k
 Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name__)
 Metric = StrEnum("Metric", "val_loss val_bpb val_accuracy", module=__name__)  # what analysis.report compares
+DocumentPositions = StrEnum("DocumentPositions", "restart continue", module=__name__)  # RoPE under document_mask
 
 
 # Lightning's `precision` values (those its Trainer lists when refusing another; a test keeps them equal) and `auto`:
@@ -136,6 +137,10 @@ class CorpusData(DataConfig):
     cache_dir: str = text(".cache/workbench/tokens")
     passkey_mix: float = unit(0.0, open_hi=True)  # share of each training batch's rows that are passkey rows
     passkey_digits: int = integer(5, 1)  # digits per passkey, as long_context.passkey_digits
+    # attend only within each document packed in a window (documents end with EOS; hf: needs data.eos_token), RoPE
+    # positions restarting at each document or continuing across the window
+    document_mask: bool = False
+    document_positions: DocumentPositions = DocumentPositions.restart
 
 
 @dataclass
@@ -218,6 +223,7 @@ class OptimConfig:
     total_steps: int = integer(II("trainer.max_steps"), 1)  # the schedule's horizon
     min_lr_ratio: float = unit(0.1)
     decay_fraction: float = unit(0.2)  # wsd: the final fraction of total_steps spent decaying linearly
+    z_loss: float = number(0.0)  # coefficient of the mean log² Z of the output softmax (OLMo-core: 1e-5); 0: off
 
 
 @dataclass

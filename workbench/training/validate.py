@@ -132,6 +132,9 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
         check_selection(d)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if source == "hf" and d["document_mask"] and d.get("eos_token") is None:
+        raise ConfigError("data.document_mask: got true; allowed: false with data=hf unless data.eos_token is set "
+                          "(documents are split at the EOS token the source appends to each)")  # fmt: skip
     if source == "text":
         _check_corpus(Path(d["path"]).expanduser(), d["glob"], d["seq_len"])
     if source == "hf" and not Path(d["tokenizer"]).expanduser().exists():
