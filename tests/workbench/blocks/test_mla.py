@@ -3,6 +3,7 @@ import torch
 
 from analysis.kv_cache import kv_cache_bytes
 from analysis.params import count_params
+from tests.numerics import assert_close_to_reference, transformer_terms
 from workbench import build_model, get_preset
 from workbench.blocks.mla import MultiHeadLatentAttention
 
@@ -27,6 +28,7 @@ def test_mla_only_where_asked():
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
+@pytest.mark.numerics
 def test_shapes_and_causality(cfg):
     model = build_model(cfg).eval()
     x = torch.randint(0, 264, (2, 20))
@@ -35,11 +37,12 @@ def test_shapes_and_causality(cfg):
     with torch.no_grad():
         a, b = model(x), model(y)
     assert a.shape == (2, 20, 264)
-    torch.testing.assert_close(a[:, :15], b[:, :15])
+    assert_close_to_reference(a[:, :15], b[:, :15], terms=transformer_terms(cfg, 20))
     assert not torch.allclose(a[:, 15:], b[:, 15:])
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
+@pytest.mark.numerics
 def test_cached_decoding_equals_full_forward(cfg):
     model = build_model(cfg).eval()
     x = torch.randint(0, 264, (2, 40))  # five times the window
@@ -47,7 +50,7 @@ def test_cached_decoding_equals_full_forward(cfg):
     with torch.no_grad():
         full = model(x)
         steps = [model(x[:, :7], cache)] + [model(x[:, i : i + 1], cache) for i in range(7, 40)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert_close_to_reference(torch.cat(steps, dim=1), full, terms=transformer_terms(cfg, 40))
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
