@@ -16,9 +16,26 @@ ARMS = {
 }
 
 
+def _latent_minus_mha_params(cfg) -> int:
+    """What one latent-attention layer adds over an MHA one, from DeepSeek-V2's projections: queries with a decoupled
+    RoPE part, the down-projection to the latent and its norm, one shared RoPE key, keys and values up from the
+    latent; MHA's q, k and v projections out (both keep the output projection and the q/k norms)."""
+    d, h, hd, c, r = cfg.d_model, cfg.n_heads, cfg.resolved_head_dim, cfg.mla_latent_dim, cfg.mla_rope_dim
+    latent = d * h * (hd + r) + d * c + c + d * r + 2 * c * h * hd
+    mha = d * h * hd + 2 * d * cfg.n_kv_heads * hd
+    if cfg.bias:  # a bias per output, and the latent norm's shift
+        latent += h * (hd + r) + c + r + 2 * h * hd + (c if cfg.norm == "layernorm" else 0)
+        mha += h * hd + 2 * cfg.n_kv_heads * hd
+    return latent - mha
+
+
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
-def test_parameter_count_matches_built_model(cfg):
-    assert sum(p.numel() for p in build_model(cfg).parameters()) == count_params(cfg)["total"]
+def test_parameter_count_is_the_mha_model_s_plus_the_latent_projections(cfg):
+    """The MHA model's count (against transformers' in test_presets.py) plus the difference per latent layer."""
+    mha = cfg.replace(attention="mha", attention_global=None)
+    n_latent = sum(cfg.attention_for(t) == "mla" for t in cfg.layer_types)
+    expected = count_params(mha)["total"] + n_latent * _latent_minus_mha_params(cfg)
+    assert sum(p.numel() for p in build_model(cfg).parameters()) == count_params(cfg)["total"] == expected
 
 
 def test_mla_only_where_asked():
