@@ -1,10 +1,11 @@
-# `make run`: set up and run the main job on the embedded defaults. `make test`: set up, lint, build the docs (a broken
-# link or anchor, or a page missing from mkdocs.yml's nav, fails it) and run the tests.
+# `make run`: set up and run the main job on the embedded defaults. `make test`: set up and run the tests (lint, the
+# docs build, every test but the numerical ones, then the numerical ones once per CPU kernel set). `make test-fast`:
+# the fast tier.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint docs
+.PHONY: setup run test test-fast test-kernels lint docs
 
 setup: $(VENV)/.installed
 
@@ -30,4 +31,21 @@ docs: setup
 	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
 test: lint docs
-	$(PY) -m pytest -n 2 --dist worksteal -q
+	$(PY) -m pytest -n 2 --dist worksteal -q -m "not numerics"
+	$(MAKE) test-kernels
+
+test-fast: setup
+	$(PY) -m pytest -n 2 --dist worksteal -q -m "not slow"
+
+# The numerical tests once per x86 kernel set torch can select here (ATEN_CPU_CAPABILITY; an unsupported value falls
+# back to the best one, so a set runs only where torch reports it), oneDNN capped to the same instruction set, so a
+# rounding that drifts on another CPU's kernels fails here. docs/testing.md.
+KERNEL_SETS := default:SSE41 avx2:AVX2 avx512:ALL
+test-kernels: setup
+	@for pair in $(KERNEL_SETS); do \
+		set=$${pair%%:*}; isa=$${pair##*:}; \
+		got=$$(ATEN_CPU_CAPABILITY=$$set $(PY) -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
+		if [ "$$got" != "$$(echo $$set | tr a-z A-Z)" ]; then echo "kernel set $$set: not on this CPU, skipped"; continue; fi; \
+		echo "kernel set $$set (oneDNN ISA $$isa)"; \
+		ATEN_CPU_CAPABILITY=$$set ONEDNN_MAX_CPU_ISA=$$isa $(PY) -m pytest -n 2 --dist worksteal -q -m numerics || exit 1; \
+	done

@@ -34,9 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 480
 CUDA_TESTS = (  # every test that skips without CUDA (tests/benchmarks/test_gpu_check.py keeps this list whole)
-    "tests/workbench/test_attention.py::test_cuda_auto_path_equals_dense_forward_and_gradients",  # 12 cases
-    "tests/workbench/test_attention.py::test_cuda_model_auto_path_equals_dense_logits_and_gradients",
-    "tests/workbench/test_attention.py::test_cuda_bf16_autocast_auto_path_equals_dense",  # 2 cases
+    "tests/workbench/blocks/test_attention.py::test_cuda_auto_path_equals_dense_forward_and_gradients",  # 12 cases
+    "tests/workbench/blocks/test_attention.py::test_cuda_model_auto_path_equals_dense_logits_and_gradients",
+    "tests/workbench/blocks/test_attention.py::test_cuda_bf16_autocast_auto_path_equals_dense",  # 2 cases
 )
 CUDA_TEST_CASES = 15
 PYTEST_FLAGS = ("-q", "-rs", "-p", "no:cacheprovider")

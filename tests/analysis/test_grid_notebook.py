@@ -34,6 +34,7 @@ def _results(sweep: Path) -> dict[tuple[str, int], dict]:
     return out
 
 
+@pytest.mark.slow
 def test_quick_mode_trains_the_arms_and_summarises_them_against_results_json(quick):
     results = _results(quick.source)
     assert sorted(results) == [("pre", 0), ("pre", 1), ("sandwich", 0), ("sandwich", 1)]
@@ -53,11 +54,13 @@ def test_quick_mode_trains_the_arms_and_summarises_them_against_results_json(qui
     assert s.loc["sandwich", "delta"] == 0 and s.loc["pre", "n_pairs"] == 2
 
 
+@pytest.mark.slow
 def test_full_mode_reads_the_same_store_to_the_same_summary(quick):
     full = gn.run_or_load_grid("norm_placement", quick=False, multirun_dir=quick.source)
     assert full.summary.equals(quick.summary)
 
 
+@pytest.mark.slow
 def test_table_curves_and_pareto_figure(quick):
     table = gn.display_table(quick.summary)
     assert list(table.index) == ["pre", "sandwich (baseline)"]
@@ -69,6 +72,7 @@ def test_table_curves_and_pareto_figure(quick):
     assert isinstance(quick.pareto, Figure) and len(quick.pareto.axes[0].lines) >= 1
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_arm_and_seed_are_rejected(quick, tmp_path):
     sweep = tmp_path / "mixed"
     shutil.copytree(quick.source, sweep)
@@ -105,6 +109,7 @@ def test_the_study_command_composes_to_experiment_study_cpu():
     assert list(cfg.ablation.lrs) == [1e-3, 3e-3, 1e-2] and cfg.ablation.control == "pre_half"
 
 
+@pytest.mark.slow
 def test_archive_runs_keeps_results_configs_and_curves_not_checkpoints(quick, tmp_path):
     dest = tmp_path / "archive"
     (quick.source / "unfinished_s9_0123456789").mkdir()  # a run still training: no results.json yet

@@ -224,6 +224,7 @@ def write_grid(root: Path, arms: Mapping[str, Sequence[float]], **kw) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_control_that_does_not_separate_says_so_on_the_first_line(tmp_path, capsys):
     base = 2.0 + SEED_EFFECT
     arms = {"base": base, "local": base + np.array([0.03, -0.04, 0.02, -0.01, 0.01]),
@@ -298,6 +299,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_mixed_commits_are_refused_by_the_cli_unless_allowed(tmp_path):
     grid = tmp_path / "mixed"
     for arm, values in {"base": [2.0, 2.1, 2.3], "a": [2.1, 2.15, 2.2]}.items():
@@ -315,6 +317,7 @@ def test_mixed_commits_are_refused_by_the_cli_unless_allowed(tmp_path):
     assert (grid / "summary.csv").is_file() and "pooled with --allow-mixed-commits" in (grid / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_commit_and_runs_without_one_are_each_a_single_commit(tmp_path, capsys):
     for sha, name in (("f" * 40, "one"), (None, "none")):
         grid = write_grid(tmp_path / name, {"base": [2.0, 2.1], "a": [2.2, 2.25]}, sha=sha)

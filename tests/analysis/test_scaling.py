@@ -112,6 +112,7 @@ def test_fit_runs_drops_unusable_rows():
         fit_runs(df, n_col="n_params")
 
 
+@pytest.mark.slow
 def test_cli_on_run_dirs(tmp_path, capsys):
     for i, row in runs_frame().iterrows():
         run = tmp_path / "ladder" / f"run{i:02d}"

@@ -34,6 +34,7 @@ def test_without_cuda_it_exits_2_with_one_error_line():
     assert not (ROOT / "never-written.md").exists()
 
 
+@pytest.mark.slow
 def test_the_cuda_test_ids_still_name_every_cuda_case():
     """A renamed or added CUDA test would silently drop out of the check: find them all, and collect the ids."""
     skipped_without_cuda = r"@pytest\.mark\.skipif\(not torch\.cuda\.is_available\(\)[^\n]*\n(?:@[^\n]*\n)*def (\w+)"

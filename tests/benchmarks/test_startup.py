@@ -4,6 +4,7 @@ from benchmarks import startup
 from benchmarks.startup import Row
 
 
+@pytest.mark.slow
 def test_quick_times_the_two_import_rows_side_by_side(capsys):
     results = startup.main(["--quick"])
     assert list(results) == ["import torch", "import workbench.train"]

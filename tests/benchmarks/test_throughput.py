@@ -13,6 +13,7 @@ from workbench.model import build_model
 from workbench.presets import get_preset
 
 
+@pytest.mark.slow
 def test_quick_mode_runs_both_models_and_every_cpu_path(capsys):
     throughput.main(["--quick", "--json", "--threads", "1"])
     r = json.loads(capsys.readouterr().out)
@@ -74,6 +75,7 @@ def test_train_phase_is_an_optimiser_step():
 
 @pytest.mark.parametrize("softcap", [False, True])
 @pytest.mark.parametrize("path", ["dense", "flex"])
+@pytest.mark.slow
 def test_forced_paths_compute_the_default_logits(monkeypatch, path, softcap):
     """The benchmark compares equal computations: the default here takes the blocked window path."""
     cfg = get_preset("tiny").replace(window=32, attn_logit="softcap+qk_norm" if softcap else "qk_norm")
@@ -100,6 +102,7 @@ def test_attention_path_restores_and_rejects_unknown_names():
         pass
 
 
+@pytest.mark.slow
 def test_window_context_and_sections_reach_the_compared_models(monkeypatch, capsys):
     """`--window` sets the compared model's local window (here: blocked path, blocks of 32); `--sections` a subset."""
     windows, original = [], attention.attend_blocked_local

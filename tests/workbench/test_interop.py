@@ -6,8 +6,10 @@ import pytest
 import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM, Gemma3TextConfig
 
+from tests.numerics import assert_close_to_reference, transformer_terms
 from workbench import build_model, get_preset, interop
 from workbench.interop import config_from_hf, config_to_hf, from_hf, to_hf
+from workbench.model import Transformer
 
 WINDOW, SEQ, VOCAB = 4, 24, 128
 # 7 layers, window < sequence, GQA 4:2, head_dim 24 != 64 / 4, query_pre_attn_scalar 20 != head_dim
@@ -48,6 +50,12 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def assert_parity(model: torch.nn.Module, x: torch.Tensor, expected: torch.Tensor) -> None:
+    """`model`'s logits on `x` equal `expected` up to float32 rounding over the model's depth and x's length."""
+    cfg = model.cfg if isinstance(model, Transformer) else config_from_hf(model.config)
+    assert_close_to_reference(logits(model, x), expected, terms=transformer_terms(cfg, x.shape[1]))
+
+
 @functools.cache
 def ref(arch: str) -> tuple[torch.nn.Module, torch.Tensor]:
     """The reference model of `arch` and a batch of inputs, built once per test session."""
@@ -74,19 +82,21 @@ def test_reference_models_exercise_every_feature(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.numerics
 def test_logit_parity(arch):
     hf, x = ref(arch)
     expected = logits(hf, x)
     assert expected.abs().max() > 1.0  # not a degenerate near-zero output
-    assert max_diff(logits(from_hf(hf), x), expected) <= 1e-4
+    assert_parity(from_hf(hf), x, expected)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.numerics
 def test_round_trip_reproduces_reference(arch):
     hf, x = ref(arch)
     back = to_hf(from_hf(hf))
     assert type(back) is type(hf)
-    assert max_diff(logits(back, x), logits(hf, x)) <= 1e-4
+    assert_parity(back, x, logits(hf, x))
     assert config_from_hf(back.config) == config_from_hf(hf.config)
 
 
@@ -219,19 +229,21 @@ def test_unknown_hf_key_raises():
 
 
 @pytest.mark.parametrize("gain", [1.0, 0.3])
+@pytest.mark.numerics
 def test_a_model_trained_from_any_post_norm_init_exports_with_its_gains(gain):
     """post_norm_init only shapes the initialisation: the exported weights carry the gains, so the logits agree."""
     torch.manual_seed(3)
     ours = build_model(get_preset("tiny").replace(post_norm_init=gain, d_model=64, n_layers=2, mlp_hidden=128))
     x = torch.randint(0, ours.cfg.vocab_size, (1, 10))
-    assert max_diff(logits(to_hf(ours), x), logits(ours, x)) <= 1e-4
+    assert_parity(to_hf(ours), x, logits(ours, x))
 
 
+@pytest.mark.numerics
 def test_untied_head_round_trips():
     torch.manual_seed(2)
     hf = reference("gemma3", tie_word_embeddings=False)
     x = torch.randint(0, VOCAB, (1, 10))
     ours = from_hf(hf)
     assert ours.lm_head is not None and not torch.equal(ours.lm_head.weight, ours.embed.weight)
-    assert max_diff(logits(ours, x), logits(hf, x)) <= 1e-4
-    assert max_diff(logits(to_hf(ours), x), logits(hf, x)) <= 1e-4
+    assert_parity(ours, x, logits(hf, x))
+    assert_parity(to_hf(ours), x, logits(hf, x))

@@ -8,8 +8,10 @@ import pytest
 import torch
 from transformers import Gemma4Config, Gemma4ForCausalLM, Gemma4TextConfig
 
+from tests.numerics import assert_close_to_reference, transformer_terms
 from workbench import build_model, get_preset
 from workbench.interop import config_from_hf, config_to_hf, from_hf, to_hf
+from workbench.model import Transformer
 
 WINDOW, SEQ, VOCAB = 4, 24, 128
 # 8 layers L L G L L G L L, the last made global by transformers (and by "+last_global"): L L G L L G L G.
@@ -77,6 +79,12 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def assert_parity(model: torch.nn.Module, x: torch.Tensor, expected: torch.Tensor) -> None:
+    """`model`'s logits on `x` equal `expected` up to float32 rounding over the model's depth and x's length."""
+    cfg = model.cfg if isinstance(model, Transformer) else config_from_hf(model.config)
+    assert_close_to_reference(logits(model, x), expected, terms=transformer_terms(cfg, x.shape[1]))
+
+
 @functools.cache
 def ref(name: str) -> tuple[Gemma4ForCausalLM, torch.Tensor, torch.Tensor]:
     """The reference model, a batch of inputs and its logits, built once per test session."""
@@ -105,18 +113,20 @@ def test_reference_models_exercise_every_knob():
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))
+@pytest.mark.numerics
 def test_logit_parity(name):
     hf, x, expected = ref(name)
     assert expected.abs().max() > 1.0  # not a degenerate near-zero output
-    assert max_diff(logits(from_hf(hf), x), expected) <= 1e-4
+    assert_parity(from_hf(hf), x, expected)
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))
+@pytest.mark.numerics
 def test_round_trip_reproduces_reference(name):
     hf, x, expected = ref(name)
     back = to_hf(from_hf(hf))
     assert type(back) is Gemma4ForCausalLM
-    assert max_diff(logits(back, x), expected) <= 1e-4
+    assert_parity(back, x, expected)
     assert config_from_hf(back.config) == config_from_hf(hf.config)
 
 

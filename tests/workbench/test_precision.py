@@ -83,6 +83,7 @@ def test_auto_on_other_accelerators_is_32_true(cpu, monkeypatch):
     assert resolve_precision("auto", "tpu") == ("32-true", "auto: no native-bf16 check for accelerator 'tpu'")
 
 
+@pytest.mark.benchmark  # wall-clock: off the default run (`pytest -m benchmark` runs it)
 def test_the_real_cpu_answer_matches_its_bf16_speed():
     """What `auto` claims here, measured: native bf16 matmuls beat fp32 (5x on AVX512-BF16), emulated ones lose
     (several times slower on AVX2). fp32 and bf16 take turns, the fastest of 7 each, so load hits both alike."""

@@ -1,8 +1,11 @@
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from analysis.params import count_params
 from workbench import build_model, get_preset, list_presets
+from workbench.config import ModelConfig
+from workbench.interop import config_to_hf
 
 REQUIRED = ["gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma2-2b", "gemma2-9b", "gemma2-27b",
             "llama-small", "tiny", "small", "gemma4-e2b", "gemma4-tiny", "gemma4-small"]  # fmt: skip
@@ -17,12 +20,45 @@ def test_unknown_preset_lists_the_allowed_ones():
         get_preset("gemma4")
 
 
+def _llama_params(cfg: ModelConfig) -> int:
+    """Written from the architecture: untied embedding and head, per layer q/k/v/o, SwiGLU's three matrices and two
+    pre-norm scales; the final norm."""
+    d, hd = cfg.d_model, cfg.resolved_head_dim
+    attention = 2 * d * cfg.n_heads * hd + 2 * d * cfg.n_kv_heads * hd
+    return 2 * cfg.vocab_size * d + cfg.n_layers * (attention + 3 * d * cfg.mlp_hidden + 2 * d) + d
+
+
+def _reference_params(cfg: ModelConfig) -> int:
+    """transformers' model of the same config counted on the meta device; llama-small (SwiGLU, pre-norm, untied: no
+    Gemma counterpart) from the architecture."""
+    if cfg.mlp == "swiglu":
+        return _llama_params(cfg)
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config_to_hf(cfg)).parameters())
+
+
 @pytest.mark.parametrize("name", list_presets())
-def test_every_preset_builds_on_meta_with_the_counted_parameters(name):
+def test_every_preset_builds_on_meta_with_the_reference_parameter_count(name):
     cfg = get_preset(name)
     with torch.device("meta"):
         model = build_model(cfg)
-    assert sum(p.numel() for p in model.parameters()) == count_params(cfg)["total"]
+    assert sum(p.numel() for p in model.parameters()) == count_params(cfg)["total"] == _reference_params(cfg)
+
+
+GEMMA2_TABLE2 = {"gemma2-2b": (590_118_912, 2_024_517_888), "gemma2-9b": (917_962_752, 8_324_201_984),
+                 "gemma2-27b": (1_180_237_824, 26_047_480_320)}  # fmt: skip
+GEMMA3_TABLE1_M = {"gemma3-1b": 698, "gemma3-4b": 3209, "gemma3-12b": 10759, "gemma3-27b": 25600}
+
+
+def test_gemma_presets_have_the_published_parameter_counts():
+    """Gemma 2 report Table 2 (embedding, non-embedding) exactly; Gemma 3 report Table 1 (non-embedding, in
+    millions; its embedding column adds a multimodal projector on 4B-27B, so only 1B's 302M compares)."""
+    for name, (embedding, non_embedding) in GEMMA2_TABLE2.items():
+        counts = count_params(get_preset(name))
+        assert (counts["embedding"], counts["non_embedding"]) == (embedding, non_embedding), name
+    for name, millions in GEMMA3_TABLE1_M.items():
+        assert round(count_params(get_preset(name))["non_embedding"] / 1e6) == millions, name
+    assert round(count_params(get_preset("gemma3-1b"))["embedding"] / 1e6) == 302
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "llama-small", "gemma4-tiny", "gemma4-small"])

@@ -1,4 +1,4 @@
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -61,17 +61,19 @@ def test_unknown_precision_names_the_allowed_ones():
 
 
 def test_time_train_steps_times_only_the_steps_after_warmup(monkeypatch):
-    calls = []
+    """A clock that only the steps advance: the warmup steps cost 5 s each, the timed ones 0.02 s."""
+    calls, clock = [], SimpleNamespace(now=0.0)
 
     def slow_step(model, optimizer, x, precision):
         calls.append((precision, next(model.parameters()).dtype, tuple(x.shape)))
-        time.sleep(0.0 if len(calls) <= 2 else 0.02)  # the warmup steps are free here
+        clock.now += 5.0 if len(calls) <= 2 else 0.02
 
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock.now))
     monkeypatch.setattr(timing, "train_step", slow_step)
     monkeypatch.setattr(timing, "resolve_precision", lambda requested, device: ("bf16-true", "test"))
     seconds = timing.time_train_steps(get_preset("tiny"), 3, 8, "auto", steps=3, warmup=2)
     assert calls == [("bf16-true", torch.bfloat16, (3, 8))] * 5
-    assert 0.02 <= seconds < 0.04
+    assert seconds == pytest.approx(0.02, rel=1e-9)
 
 
 def test_time_train_steps_rejects_no_steps():

@@ -178,7 +178,7 @@ class MqarData(DataConfig):
 
     Keys and values are distinct within a sequence, so there are two floors: chance = 1 / num_values, and guessing
     among the values in context = 1 / num_pairs. Recall means accuracy well above the second; small models sit on
-    that plateau for > 1,000 steps at init_std 0.02 (tests/workbench/test_train.py uses model.init_std=0.1).
+    that plateau for > 1,000 steps at init_std 0.02 (tests/workbench/training/test_train.py uses model.init_std=0.1).
     """
 
     source: str = "mqar"

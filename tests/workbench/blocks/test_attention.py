@@ -3,6 +3,7 @@ import warnings
 import pytest
 import torch
 
+from tests.numerics import assert_close_to_reference, attention_terms
 from workbench import build_model, get_preset
 from workbench.blocks.attention import (
     attend,
@@ -17,20 +18,24 @@ from workbench.blocks.attention import (
 
 @pytest.mark.parametrize("softcap", [None, 5.0])
 @pytest.mark.parametrize(("length", "window"), [(64, 8), (67, 8), (16, 8), (9, 3)])
+@pytest.mark.numerics
 def test_blocked_local_equals_masked_dense(length, window, softcap):
     q, k, v = torch.randn(2, 4, length, 16), torch.randn(2, 2, length, 16), torch.randn(2, 2, length, 12)
     pos = torch.arange(length)
     dense = attend(q, k, v, visible(pos, pos, window), 0.25, softcap, 0.0)
-    torch.testing.assert_close(attend_blocked_local(q, k, v, window, 0.25, softcap, 0.0), dense)
+    assert_close_to_reference(attend_blocked_local(q, k, v, window, 0.25, softcap, 0.0), dense,
+                              terms=attention_terms(16, length))  # fmt: skip
 
 
 @pytest.mark.parametrize("softcap", [None, 5.0])
 @pytest.mark.parametrize("window", [None, 4, 40])
+@pytest.mark.numerics
 def test_dispatch_equals_explicit_mask(window, softcap):
     q, k, v = torch.randn(1, 2, 20, 8), torch.randn(1, 1, 20, 8), torch.randn(1, 1, 20, 8)
     pos = torch.arange(20)
     expected = attend(q, k, v, visible(pos, pos, window), 0.3, softcap, 0.0)
-    torch.testing.assert_close(self_attention(q, k, v, pos, pos, window, 0.3, softcap, 0.0), expected)
+    assert_close_to_reference(self_attention(q, k, v, pos, pos, window, 0.3, softcap, 0.0), expected,
+                              terms=attention_terms(8, 20))  # fmt: skip
 
 
 def test_visible_window_semantics():
@@ -69,6 +74,7 @@ def _forward_and_grads(fn, q, k, v) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("softcap", [None, 5.0])
 @pytest.mark.parametrize(("length", "window"), [(64, 16), (40, 16), (64, None)])
+@pytest.mark.numerics
 def test_flex_equals_dense_on_cpu(length, window, softcap):
     """Eager flex_attention on CPU (the kernel the CUDA auto path compiles; no backward on CPU) vs the mask."""
     q, k, v = _qkv(length, "cpu", torch.float32, grad=False)
@@ -76,7 +82,8 @@ def test_flex_equals_dense_on_cpu(length, window, softcap):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex's eager-mode notice on CPU
         flex = attend_flex(q, k, v, window, 0.25, softcap)
-    torch.testing.assert_close(flex, attend(q, k, v, visible(pos, pos, window), 0.25, softcap, 0.0))
+    dense = attend(q, k, v, visible(pos, pos, window), 0.25, softcap, 0.0)
+    assert_close_to_reference(flex, dense, terms=attention_terms(16, length))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the auto path runs compiled flex/flash there")
@@ -114,6 +121,7 @@ def test_cuda_model_auto_path_equals_dense_logits_and_gradients():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.numerics
 def test_flex_casts_float32_queries_and_keys_to_the_values_dtype():
     """Under bf16 autocast a plain RMSNorm returns float32 q/k beside bf16 v: flex (no autocast op) must cope."""
     q, k, v = _qkv(64, "cpu", torch.float32, grad=False)
@@ -123,7 +131,7 @@ def test_flex_casts_float32_queries_and_keys_to_the_values_dtype():
         out = attend_flex(q, k, v.bfloat16(), 16, 0.25, None)
     expected = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), visible(pos, pos, 16), 0.25, None, 0.0)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out, expected, atol=2e-2, rtol=2e-2)
+    assert_close_to_reference(out, expected, terms=3)  # bf16 roundings: the scores, the probabilities, the output
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the auto path runs compiled flex/flash there")

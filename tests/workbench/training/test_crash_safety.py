@@ -47,6 +47,7 @@ def _train_steps(run_dir: Path) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]]
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path, one_thread):
     steps = 16
     run_dir, cache = tmp_path / "killed", tmp_path / "cache"

@@ -96,6 +96,7 @@ def test_a_relaunch_finds_a_sweep_dir_made_before_diff_ids_after_migration(tmp_p
     assert (job.run_dir / "results.json").is_file() and migrate(sweep) == []
 
 
+@pytest.mark.slow
 def test_cli_reports_unknown_key_without_training():
     out = run_cli(["trainer.max_stepz=3", "logger=none"])
     assert out.returncode == 2

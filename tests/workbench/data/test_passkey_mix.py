@@ -130,6 +130,7 @@ def _train_passkey_accuracy(data_cfg: dict, steps: int, distance: int) -> float:
     return float(passkey_accuracy(model, [distance], SEQ, samples=64, n_digits=N_DIGITS).digit_accuracy.item())
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_the_mix_retrieves_and_one_without_does_not(corpus):
     """Chance is 0.1 per digit. With half the rows passkey rows, 250 steps reach ~0.55 (torch seeds 0-3: 0.53-0.62);
     on text alone the model never sees KEY/QUERY and stays at or below chance."""

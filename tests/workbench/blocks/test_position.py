@@ -5,8 +5,11 @@ import torch
 from transformers import Gemma3TextConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from tests.numerics import assert_close_to_reference
 from workbench import build_model, get_preset
 from workbench.blocks.position import rope_frequencies
+
+pytestmark = pytest.mark.numerics  # every test here compares floating-point results
 
 BASE = get_preset("tiny").replace(layer_pattern="global", n_layers=2, max_seq_len=32)
 
@@ -23,7 +26,8 @@ def hf_frequencies(kind: str, factor: float, head_dim: int, base: float, origina
 def test_matches_transformers(kind, factor):
     ours, ours_scale = rope_frequencies(64, 10_000.0, factor, kind, 512)
     theirs, their_scale = hf_frequencies(kind, factor, 64, 10_000.0, 512)
-    torch.testing.assert_close(ours, theirs)
+    # each frequency on its own scale (they span four decades): base ** (-i / d), the factor and YaRN's blend
+    assert_close_to_reference(ours, theirs, terms=6, elementwise=True)
     assert ours_scale == pytest.approx(their_scale)
 
 
@@ -45,7 +49,7 @@ def test_yarn_keeps_fast_dims_and_interpolates_slow_ones():
     plain, _ = rope_frequencies(64, 1e4, 1.0, "linear", 256)
     yarn, _ = rope_frequencies(64, 1e4, 8.0, "yarn", 8192)
     assert torch.equal(yarn[:4], plain[:4])
-    torch.testing.assert_close(yarn[-4:], plain[-4:] / 8.0)
+    assert_close_to_reference(yarn[-4:], plain[-4:] / 8.0, terms=6, elementwise=True)
 
 
 def test_extension_applies_to_global_layers_only():
@@ -69,7 +73,10 @@ def test_bad_scaling_type():
         BASE.replace(rope_scaling_type="dynamic")
 
 
-# What each method promises for the rotations it applies on a global layer (head_dim 32: pair i is dims i, i + 16)
+# What each method promises for the rotations it applies on a global layer (head_dim 32: pair i is dims i, i + 16).
+ROTATION_TERMS = 5  # roundings in a rotated value: the angle, its cos or sin, the rotation's two products and sum
+
+
 def _rope(**changes):
     return build_model(BASE.replace(rope_base_global=1e4, **changes)).blocks[0].attn.rope
 
@@ -95,7 +102,8 @@ def test_ntk_keeps_the_fastest_pair_and_interpolates_the_slowest():
     fast, slow, middle = _pairs([0]), _pairs([15]), _pairs([8])
     assert torch.equal(_rotate(ntk, positions)[..., fast], _rotate(plain, positions)[..., fast])
     extended = [4 * p for p in positions]
-    torch.testing.assert_close(_rotate(ntk, extended)[..., slow], _rotate(plain, positions)[..., slow])
+    assert_close_to_reference(_rotate(ntk, extended)[..., slow], _rotate(plain, positions)[..., slow],
+                              terms=ROTATION_TERMS)  # fmt: skip
     assert not torch.allclose(_rotate(ntk, positions)[..., middle], _rotate(plain, positions)[..., middle])
 
 
@@ -106,9 +114,11 @@ def test_yarn_keeps_fast_dims_unchanged_within_the_original_context_up_to_its_sc
     assert scale == pytest.approx(0.1 * math.log(4.0) + 1)
     positions = [0, 1, 100, 1000, 4095]
     fast, slow = _pairs(range(6)), _pairs(range(12, 16))
-    torch.testing.assert_close(_rotate(yarn, positions)[..., fast], scale * _rotate(plain, positions)[..., fast])
+    assert_close_to_reference(_rotate(yarn, positions)[..., fast], scale * _rotate(plain, positions)[..., fast],
+                              terms=ROTATION_TERMS)  # fmt: skip
     extended = [4 * p for p in positions]
-    torch.testing.assert_close(_rotate(yarn, extended)[..., slow], scale * _rotate(plain, positions)[..., slow])
+    assert_close_to_reference(_rotate(yarn, extended)[..., slow], scale * _rotate(plain, positions)[..., slow],
+                              terms=ROTATION_TERMS)  # fmt: skip
     ramp = _pairs(range(6, 12))
     assert not torch.allclose(_rotate(yarn, positions)[..., ramp], scale * _rotate(plain, positions)[..., ramp])
 
@@ -141,7 +151,7 @@ def test_proportional_matches_transformers(head_dim, fraction, factor):
     x = torch.randn(2, 3, len(positions), head_dim)
     cos, sin = hf_proportional_cos_sin(head_dim, fraction, factor, positions)
     expected = apply_rotary_pos_emb(x.transpose(1, 2), cos, sin, unsqueeze_dim=2).transpose(1, 2)
-    torch.testing.assert_close(rope.rotate(x, positions), expected, rtol=0, atol=1e-6)
+    assert_close_to_reference(rope.rotate(x, positions), expected, terms=ROTATION_TERMS)
 
 
 def test_proportional_spreads_the_rotated_pairs_over_both_halves_and_leading_does_not():

@@ -1,5 +1,5 @@
 """Held-out splits: val windows drawn across every val document with a seed fixed apart from the run's, a selection
-split disjoint from train and val, and `mean_loss`, the plain-torch score of a split.
+split disjoint from train and val.
 
 The corpus's document k is one byte value repeated, so every token names its document: the tests count documents
 from the tokens themselves, independently of the split and window code.
@@ -7,18 +7,15 @@ from the tokens themselves, independently of the split and window code.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from workbench.data import build_data
-from workbench.data.bundle import IGNORE, Batch
+from workbench.data.bundle import Batch
 from workbench.data.byte_tokenizer import EOS
-from workbench.evaluate import mean_loss
 
 N_DOCS, SEQ, BATCH = 40, 16, 4
 LENGTHS = np.random.default_rng(0).integers(50, 2000, N_DOCS)  # bytes of document k, whose byte value is 100 + k
@@ -122,32 +119,3 @@ def test_synthetic_sources_have_a_fixed_selection_split(cfg):
     assert _same(a.selection, b.selection)  # every seed: the same
     assert not any(torch.equal(s[0], v[0]) for s in a.selection for v in a.val)
     assert not any(torch.equal(s[0], a.train(i)[0]) for s in a.selection for i in range(20))
-
-
-class _Table(nn.Module):
-    """Logits looked up per input id: a model whose cross-entropy is easy to compute by hand."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits[x]
-
-
-def test_mean_loss_is_the_cross_entropy_over_every_labelled_target():
-    table = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5], [0.0, 0.3, 0.1]]
-    batches = [(torch.tensor([[0, 1, 2], [2, 2, 0]]), torch.tensor([[1, IGNORE, 0], [2, 1, IGNORE]])),
-               (torch.tensor([[1, 0, 2, 1, 0]]), torch.tensor([[0, 2, IGNORE, 1, 1]]))]  # fmt: skip
-    token_bytes = np.array([1, 2, 0])
-    nats, n, n_bytes = 0.0, 0, 0
-    for x, y in batches:
-        for i, t in zip(x.flatten().tolist(), y.flatten().tolist(), strict=True):
-            if t != IGNORE:
-                nats += math.log(sum(math.exp(v) for v in table[i])) - table[i][t]
-                n, n_bytes = n + 1, n_bytes + int(token_bytes[t])
-    model = _Table(torch.tensor(table)).train()
-    got = mean_loss(model, batches, token_bytes)
-    assert got["tokens"] == n == 8 and got["loss"] == pytest.approx(nats / n, rel=1e-6)
-    assert got["bpb"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-6)
-    assert model.training and mean_loss(model, batches)["bpb"] is None  # mode restored; no bytes known: no bpb

@@ -19,6 +19,7 @@ RESULT_KEYS = {"train_loss", "val_loss", "val_bpb", "tokens_seen", "steps", "wal
                "status"}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_leaves_a_complete_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     args = ["model=tiny", "data=stdlib", "trainer.max_steps=6", "trainer.val_check_interval=3", "logger=none",
@@ -45,6 +46,7 @@ def test_cli_end_to_end_leaves_a_complete_run_dir(tmp_path):
     assert not list(run_dir.rglob("*wandb*")), "logger=none must write nothing of W&B"
 
 
+@pytest.mark.slow
 def test_offline_wandb_writes_its_run_under_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose_cfg(["logger=wandb", "logger.group=g1", "logger.tags=[a,b]", "trainer.max_steps=2",

@@ -41,6 +41,7 @@ def single(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.slow
 def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, single, strategy):
     single_dir, expected = single
     run_dir = tmp_path / strategy

@@ -31,6 +31,7 @@ def _results(sweep_dir):
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
 
 
+@pytest.mark.slow
 def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
     sweep = tmp_path / "lgr"
     arms = ["global", "r5_1", "local"]  # the baseline, the control and one more of the grid's six
@@ -60,6 +61,7 @@ def test_quick_grid_runs_under_joblib_and_reports_ci_and_p_values(tmp_path):
         assert per_token == pytest.approx(dry[name], rel=0.01) and r["train_flops_per_token"] == per_token, name
 
 
+@pytest.mark.slow
 def test_relaunch_skips_completed_resumes_killed_and_isolates_failures(tmp_path):
     sweep = tmp_path / "np"
     empty = tmp_path / "no_checkpoint"  # exists, so the config is valid; loading a teacher from it fails in the run
@@ -125,6 +127,7 @@ def _some_arms(grid: str, most: int = 4) -> list[str]:
 
 
 @pytest.mark.parametrize("grid", [g for g in GRIDS if g != "local_global_ratio"])  # that one: the joblib test above
+@pytest.mark.slow
 def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_cache, monkeypatch):
     """The CLI entry point in this process (Hydra's basic launcher runs the jobs here): no second torch import."""
     sweep = tmp_path / grid
@@ -145,6 +148,7 @@ def test_every_shipped_grid_runs_end_to_end_in_quick_mode(grid, tmp_path, token_
 
 
 @pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.slow
 def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, tmp_path):
     """Every job of the full grid and of its quick mode is planned and validated (what the CLI checks first)."""
     full = compose_cfg([f"+ablation={grid}"], None).ablation
@@ -158,6 +162,7 @@ def test_every_shipped_grid_is_valid_in_quick_and_full_mode(grid, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_scaling_ladder_spends_each_budget_on_every_size():
     """IsoFLOP slices: at each budget every size spends C training FLOPs, counted as MFU counts them (attention
     over attended pairs; more than 6 N D with N counted on the built model), up to the rounding to whole steps;

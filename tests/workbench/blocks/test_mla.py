@@ -3,6 +3,7 @@ import torch
 
 from analysis.kv_cache import kv_cache_bytes
 from analysis.params import count_params
+from tests.numerics import assert_close_to_reference, transformer_terms
 from workbench import build_model, get_preset
 from workbench.blocks.mla import MultiHeadLatentAttention
 
@@ -15,9 +16,26 @@ ARMS = {
 }
 
 
+def _latent_minus_mha_params(cfg) -> int:
+    """What one latent-attention layer adds over an MHA one, from DeepSeek-V2's projections: queries with a decoupled
+    RoPE part, the down-projection to the latent and its norm, one shared RoPE key, keys and values up from the
+    latent; MHA's q, k and v projections out (both keep the output projection and the q/k norms)."""
+    d, h, hd, c, r = cfg.d_model, cfg.n_heads, cfg.resolved_head_dim, cfg.mla_latent_dim, cfg.mla_rope_dim
+    latent = d * h * (hd + r) + d * c + c + d * r + 2 * c * h * hd
+    mha = d * h * hd + 2 * d * cfg.n_kv_heads * hd
+    if cfg.bias:  # a bias per output, and the latent norm's shift
+        latent += h * (hd + r) + c + r + 2 * h * hd + (c if cfg.norm == "layernorm" else 0)
+        mha += h * hd + 2 * cfg.n_kv_heads * hd
+    return latent - mha
+
+
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
-def test_parameter_count_matches_built_model(cfg):
-    assert sum(p.numel() for p in build_model(cfg).parameters()) == count_params(cfg)["total"]
+def test_parameter_count_is_the_mha_model_s_plus_the_latent_projections(cfg):
+    """The MHA model's count (against transformers' in test_presets.py) plus the difference per latent layer."""
+    mha = cfg.replace(attention="mha", attention_global=None)
+    n_latent = sum(cfg.attention_for(t) == "mla" for t in cfg.layer_types)
+    expected = count_params(mha)["total"] + n_latent * _latent_minus_mha_params(cfg)
+    assert sum(p.numel() for p in build_model(cfg).parameters()) == count_params(cfg)["total"] == expected
 
 
 def test_mla_only_where_asked():
@@ -27,6 +45,7 @@ def test_mla_only_where_asked():
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
+@pytest.mark.numerics
 def test_shapes_and_causality(cfg):
     model = build_model(cfg).eval()
     x = torch.randint(0, 264, (2, 20))
@@ -35,11 +54,12 @@ def test_shapes_and_causality(cfg):
     with torch.no_grad():
         a, b = model(x), model(y)
     assert a.shape == (2, 20, 264)
-    torch.testing.assert_close(a[:, :15], b[:, :15])
+    assert_close_to_reference(a[:, :15], b[:, :15], terms=transformer_terms(cfg, 20))
     assert not torch.allclose(a[:, 15:], b[:, 15:])
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
+@pytest.mark.numerics
 def test_cached_decoding_equals_full_forward(cfg):
     model = build_model(cfg).eval()
     x = torch.randint(0, 264, (2, 40))  # five times the window
@@ -47,7 +67,7 @@ def test_cached_decoding_equals_full_forward(cfg):
     with torch.no_grad():
         full = model(x)
         steps = [model(x[:, :7], cache)] + [model(x[:, i : i + 1], cache) for i in range(7, 40)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert_close_to_reference(torch.cat(steps, dim=1), full, terms=transformer_terms(cfg, 40))
 
 
 @pytest.mark.parametrize("cfg", ARMS.values(), ids=ARMS.keys())
