@@ -31,6 +31,8 @@ class DataBundle:
     vocab_size: int  # ids the data uses; the model's vocab_size must be at least this
     token_bytes: np.ndarray | None = None  # UTF-8 bytes per id, for bits per byte; None when meaningless
     info: dict[str, Any] = field(default_factory=dict)  # recorded in results.json (source, content hash, sizes)
+    # every target is an answer (a synthetic task's): training also logs train/answer_loss and train/answer_accuracy
+    answers_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,12 @@ class LMModule(L.LightningModule):
         token_bytes: np.ndarray | None = None,
         compile: bool = False,
         distiller: Distiller | None = None,
+        answers_only: bool = False,
     ) -> None:
+        """answers_only: every target is an answer (`DataBundle.answers_only`): log the answers' loss and accuracy."""
         super().__init__()
         self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
+        self.answers_only = answers_only
         self.distiller = distiller  # a plain object: its teacher is neither saved, counted nor optimised
         self.model = build_model(model_cfg)
         self.register_buffer(
@@ -109,7 +112,11 @@ class LMModule(L.LightningModule):
         """Next-token loss of the rows, mixed with distillation to the teacher's targets where the distiller has
         an off-policy kind."""
         nats, logits = self._nats((x, y))
-        loss = nats / (y != IGNORE).sum().clamp(min=1)
+        answers = y != IGNORE
+        loss = nats / answers.sum().clamp(min=1)
+        if self.answers_only:  # the next-token loss before any distillation mix, and greedy accuracy, on the answers
+            correct = ((logits.argmax(-1) == y) & answers).sum() / answers.sum().clamp(min=1)
+            self.log_dict({"train/answer_loss": loss, "train/answer_accuracy": correct}, sync_dist=True)
         if self.distiller is not None and self.distiller.kind != "none":
             kd = self.distiller.kd_loss(logits, x, y)
             self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})
