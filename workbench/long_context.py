@@ -1,4 +1,4 @@
-"""How a model uses a long context: loss by position bucket and passkey retrieval vs distance.
+"""How a model uses a long context: loss by position bucket, passkey retrieval vs distance, retrieval by content.
 
 Two measurements, as in the context-extension papers (position interpolation, YaRN):
 - loss by position bucket: mean next-token loss at `context` tokens per sequence, in equal buckets of positions; a
@@ -7,7 +7,9 @@ Two measurements, as in the context-extension papers (position interpolation, Ya
   key's digits after the query, each digit predicted from the true prefix (teacher forcing), and the fraction of
   sequences with every digit right.
 Training runs write both into results.json["long_context"] when `long_context.buckets` > 0; `analysis.long_context`
-is the command line and reads them back.
+is the command line and reads them back. A third, for models trained on `data=retrieval`: retrieval by content vs
+distance (`accuracy_by_distance`), greedy accuracy of the queried key's value on the validation rows per distance
+bucket; every such run writes it into results.json["retrieval"].
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from workbench.data import build_data
 from workbench.data.bundle import IGNORE, Batch
 from workbench.data.byte_tokenizer import VOCAB_SIZE
 from workbench.data.passkey import passkey_batch
+from workbench.data.retrieval import bucket_labels, query_distances
 
 PASSKEY_SEED = 0  # every model sees the same passkey sequences at a given distance
 
@@ -110,6 +113,30 @@ def passkey_accuracy(
         rows.append({"distance": distance, "digit_accuracy": correct / (samples * n_digits),
                      "exact_match": exact / samples, "samples": samples})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def accuracy_by_distance(model: torch.nn.Module, batches: Iterable[Batch], edges: Sequence[int]) -> dict[str, Any]:
+    """Greedy accuracy of `workbench.data.retrieval` rows' answers per distance bucket [edges[i], edges[i + 1]),
+    labelled `lo-hi` (both included): results.json["retrieval"]. A bucket no row fell in has accuracy None."""
+    device = _device(model)
+    correct, counts = np.zeros(len(edges) - 1, dtype=np.int64), np.zeros(len(edges) - 1, dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            hit = (model(x.to(device))[:, -1].argmax(-1).cpu() == y[:, -1]).numpy()
+            bucket = np.searchsorted(edges, query_distances(x).numpy(), side="right") - 1
+            inside = (bucket >= 0) & (bucket < len(counts))
+            np.add.at(counts, bucket[inside], 1)
+            np.add.at(correct, bucket[inside], hit[inside])
+    finally:
+        model.train(was_training)
+    labels = bucket_labels(edges)
+    return {"accuracy_by_distance": {k: (int(c) / int(n) if n else None) for k, c, n in zip(labels, correct, counts,
+                                                                                           strict=True)},
+            "counts": {k: int(n) for k, n in zip(labels, counts, strict=True)},
+            "distance_edges": [int(e) for e in edges]}  # fmt: skip
 
 
 def val_batches(data_cfg: Mapping[str, Any], context: int, seed: int = 0) -> list[Batch]:

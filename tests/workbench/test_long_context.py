@@ -120,3 +120,39 @@ def test_a_runs_long_context_settings_are_checked_against_its_context(tmp_path):
         check(*ok, "long_context.buckets=65")
     with pytest.raises(ConfigError, match=r"^long_context.passkey_samples: got 0"):
         check(*ok, "long_context.passkey_samples=0")
+
+
+class _NearOracle(nn.Module):
+    """Answers a retrieval row right when its pair lies fewer than `reach` tokens back, else says QUERY (never a
+    value): the accuracy by distance it must get is known exactly."""
+
+    def __init__(self, reach: int, vocab: int) -> None:
+        super().__init__()
+        self.reach, self.vocab = reach, vocab
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*x.shape, self.vocab)
+        for b, row in enumerate(x.tolist()):
+            earlier = row.index(row[-1])
+            answer = row[earlier + 1] if len(row) - 1 - earlier < self.reach else self.vocab - 1
+            logits[b, -1, answer] = 1.0
+        return logits
+
+
+def test_accuracy_by_distance_counts_each_row_in_its_bucket():
+    from workbench.data import build_data
+    from workbench.long_context import accuracy_by_distance
+
+    cfg = {"source": "retrieval", "batch_size": 8, "seq_len": 64, "num_pairs": 4, "num_keys": 16, "num_values": 16,
+           "num_distractors": 8, "distance_edges": [3, 8, 12, 32, 64], "val_batches": 3}  # fmt: skip
+    bundle = build_data(cfg, 0)
+    model = _NearOracle(12, bundle.vocab_size)
+    out = accuracy_by_distance(model, bundle.val, [3, 8, 12, 32, 64, 100])
+    assert out["accuracy_by_distance"] == {"3-7": 1.0, "8-11": 1.0, "12-31": 0.0, "32-63": 0.0, "64-99": None}
+    assert out["counts"] == {"3-7": 6, "8-11": 6, "12-31": 6, "32-63": 6, "64-99": 0}  # 24 rows, taken in turn
+    part = accuracy_by_distance(model, bundle.val, [5, 10, 20])  # rows outside the edges are left out
+    distances = [len(r) - 1 - r.index(r[-1]) for x, _ in bundle.val for r in x.tolist()]
+    assert part["counts"] == {"5-9": sum(5 <= d < 10 for d in distances), "10-19": sum(10 <= d < 20 for d in distances)}
+    assert part["accuracy_by_distance"]["5-9"] == 1.0
+    hits = sum(10 <= d < 12 for d in distances)
+    assert part["accuracy_by_distance"]["10-19"] == pytest.approx(hits / part["counts"]["10-19"])

@@ -14,9 +14,10 @@ from workbench.data.bundle import DataBundle, HeldOut, corpus_bundle, held_out_s
 from workbench.data.documents import Document, content_hash, read_files, split
 from workbench.data.mqar import mqar_bundle
 from workbench.data.passkey import check_passkey_mix, mix_settings, passkey_bundle, with_passkey_rows
+from workbench.data.retrieval import retrieval_bundle
 from workbench.data.stdlib import stdlib_documents
 
-SOURCES = ("stdlib", "text", "hf", "mqar", "passkey")
+SOURCES = ("stdlib", "text", "hf", "mqar", "passkey", "retrieval")
 
 
 def build_data(cfg: Mapping[str, Any], seed: int) -> DataBundle:
@@ -25,6 +26,8 @@ def build_data(cfg: Mapping[str, Any], seed: int) -> DataBundle:
         return mqar_bundle(cfg, seed)
     if source == "passkey":
         return passkey_bundle(cfg, seed)
+    if source == "retrieval":
+        return retrieval_bundle(cfg, seed)
     if source not in SOURCES:
         raise ValueError(f"data.source: got {source!r}; allowed: {', '.join(SOURCES)}")
     check_passkey_mix(cfg)  # before any tokenising

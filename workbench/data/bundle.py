@@ -34,6 +34,8 @@ class DataBundle:
     # the token that ends every document in the packed streams (EOS), so a model can mask attention to each
     # document; None: the source marks no documents (synthetic tasks, a tokenizer source without data.eos_token)
     document_separator: int | None = None
+    # every target is an answer (a synthetic task's): training also logs train/answer_loss and train/answer_accuracy
+    answers_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -52,4 +52,4 @@ def mqar_bundle(cfg: Mapping[str, Any], seed: int) -> DataBundle:
     selection = synthetic_selection(cfg, lambda rng: mqar_batch(rng, *args))
     info = {"source": "mqar", "chance_accuracy": 1 / n_values, "context_guess_accuracy": 1 / n_pairs,
             "seq_len": 2 * (n_pairs + cfg["num_queries"])}  # fmt: skip
-    return DataBundle(train, val, selection, n_keys + n_values, None, info)
+    return DataBundle(train, val, selection, n_keys + n_values, None, info, answers_only=True)

@@ -61,7 +61,8 @@ def passkey_bundle(cfg: Mapping[str, Any], seed: int) -> DataBundle:
     val_rng = np.random.default_rng([seed, 2**32 - 1])
     val = [passkey_batch(val_rng, *args) for _ in range(cfg["val_batches"])]
     selection = synthetic_selection(cfg, lambda rng: passkey_batch(rng, *args))
-    return DataBundle(train, val, selection, VOCAB_SIZE, None, {"source": "passkey", "chance_accuracy": 0.1})
+    info = {"source": "passkey", "chance_accuracy": 0.1}
+    return DataBundle(train, val, selection, VOCAB_SIZE, None, info, answers_only=True)
 
 
 def mix_settings(cfg: Mapping[str, Any]) -> tuple[float, int]:

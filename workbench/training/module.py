@@ -44,11 +44,13 @@ class LMModule(L.LightningModule):
         compile: bool = False,
         distiller: Distiller | None = None,
         documents: DocumentMasking | None = None,
+        answers_only: bool = False,
     ) -> None:
-        """`documents`: the run's document masking (`data.document_mask`), on training and validation batches."""
+        """`documents`: the run's document masking (`data.document_mask`), on training and validation batches;
+        `answers_only`: every target is an answer (`DataBundle.answers_only`): log the answers' loss and accuracy."""
         super().__init__()
         self.model_cfg, self.optim_cfg, self.compile = model_cfg, dict(optim_cfg), compile
-        self.documents = documents
+        self.documents, self.answers_only = documents, answers_only
         self.distiller = distiller  # a plain object: its teacher is neither saved, counted nor optimised
         self.model = build_model(model_cfg)
         self.register_buffer(
@@ -120,6 +122,9 @@ class LMModule(L.LightningModule):
         nats, logits = self._nats((x, y))
         targets = (y != IGNORE).sum().clamp(min=1)
         loss = nats / targets
+        if self.answers_only:  # the next-token loss before any distillation mix, and greedy accuracy, on the answers
+            correct = ((logits.argmax(-1) == y) & (y != IGNORE)).sum() / targets
+            self.log_dict({"train/answer_loss": loss, "train/answer_accuracy": correct}, sync_dist=True)
         if self.distiller is not None and self.distiller.kind != "none":
             kd = self.distiller.kd_loss(logits, x, y)
             self.log_dict({"train/kd_loss": kd, "train/next_token_loss": loss})

@@ -28,7 +28,7 @@ from workbench.data import DataBundle, build_data
 from workbench.data.datamodule import BundleDataModule
 from workbench.distill import Distiller, HFTeacher, cached_targets, load_teacher
 from workbench.evaluate import mean_loss
-from workbench.long_context import evaluate
+from workbench.long_context import accuracy_by_distance, evaluate
 from workbench.on_policy import OnPolicy
 from workbench.peak import peak_flops
 from workbench.precision import device_type, resolve_precision
@@ -104,7 +104,7 @@ def _fit(
     distiller = build_distiller(cfg, model_cfg, bundle, inputs.get("teacher"), distill_cache_dir(cfg))
     documents = document_masking(cfg.data, bundle)
     module = LMModule(model_cfg, cfg.optim, bundle.token_bytes, compile=t.compile, distiller=distiller,
-                      documents=documents)  # fmt: skip
+                      documents=documents, answers_only=bundle.answers_only)  # fmt: skip
     if init is not None:
         load_weights(module.model, init)
     x, _ = bundle.train(0)
@@ -141,6 +141,9 @@ def _fit(
             "init_from": str(init) if init else None,
             **({"long_context": evaluate(module.model, bundle.val, lc.buckets, list(lc.passkey_distances),
                                          lc.passkey_samples, lc.passkey_digits)} if lc.buckets else {}),
+            **({"retrieval": {**accuracy_by_distance(module.model, bundle.val, bundle.info["distance_edges"]),
+                              "chance_accuracy": bundle.info["chance_accuracy"]}}
+               if cfg.data.source == "retrieval" else {}),
             "teacher": distiller.source if distiller else None}  # fmt: skip
 
 

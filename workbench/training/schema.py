@@ -203,8 +203,29 @@ class PasskeyData(DataConfig):
     selection_batches: int | None = integer(None, 1, null=True)  # null: data.val_batches
 
 
+@dataclass
+class RetrievalData(DataConfig):
+    """Retrieval by content, graded by distance (workbench.data.retrieval): num_pairs key-value pairs among
+    distractors, then QUERY and one of the keys; the loss is on its value. Each row's distance (query minus pair) is
+    drawn within a bucket of `distance_edges`, every bucket in every batch; results.json["retrieval"] holds the
+    validation accuracy per bucket. Chance = 1 / num_values."""
+
+    source: str = "retrieval"
+    batch_size: int = integer(32, 1)
+    seq_len: int = integer(II("model.max_seq_len"), 4)
+    num_pairs: int = integer(4, 1)
+    num_keys: int = integer(32, 1)
+    num_values: int = integer(32, 1)
+    num_distractors: int = integer(16, 1)
+    # bucket edges in tokens, [a, b) per bucket, from 3 to seq_len; null: 3, powers of two from 8, seq_len
+    distance_edges: list[int] | None = None
+    val_batches: int = integer(8, 1)
+    selection_batches: int | None = integer(None, 1, null=True)  # null: data.val_batches
+
+
 DATA_SOURCES: dict[str, type[DataConfig]] = {
     "stdlib": StdlibData, "text": TextData, "hf": HFData, "mqar": MqarData, "passkey": PasskeyData,
+    "retrieval": RetrievalData,
 }  # fmt: skip
 
 

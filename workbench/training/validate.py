@@ -24,6 +24,8 @@ from workbench.data.build import check_selection
 from workbench.data.byte_tokenizer import VOCAB_SIZE as BYTE_VOCAB
 from workbench.data.documents import list_files
 from workbench.data.passkey import check_passkey_mix, longest_distance
+from workbench.data.retrieval import check_retrieval
+from workbench.data.retrieval import vocab_size as retrieval_vocab
 from workbench.distill import HF_PREFIX
 from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
@@ -117,6 +119,13 @@ def _check_data(d: Mapping[str, Any], model: ModelConfig) -> None:
             f"data.seq_len: got {d['seq_len']}; allowed: at most model.max_seq_len={model.max_seq_len}, the "
             "model's training context (raise model.max_seq_len to train on longer sequences)"
         )
+    if source == "retrieval":
+        try:
+            check_retrieval(d)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        _check_vocab(model, retrieval_vocab(d["num_keys"], d["num_values"], d["num_distractors"]), source)
+        return
     if source != "hf":  # a tokenizer's size is known once it is loaded (training.run checks it then)
         _check_vocab(model, BYTE_VOCAB, source)
     if source == "passkey":
