@@ -44,6 +44,8 @@ class Settings:
     control: str | None
     margin: float | None
     metric: str
+    smooth: int
+    eval_average: int | None
 
     @classmethod
     def of(cls, ablation: DictConfig, seeds: list[Any], lrs: list[float]) -> Settings:
@@ -52,7 +54,8 @@ class Settings:
                    decide.log_step(sorted(lrs)) if lrs else 3.0, first, int(ablation.seed_step or first),
                    None if ablation.max_seeds is None else int(ablation.max_seeds), decide.ALPHA, ablation.baseline,
                    ablation.control, None if ablation.margin is None else float(ablation.margin),
-                   str(ablation.metric))  # fmt: skip
+                   str(ablation.metric), int(ablation.smooth),
+                   None if ablation.eval_average is None else int(ablation.eval_average))  # fmt: skip
 
     @property
     def looks(self) -> list[int]:
@@ -70,14 +73,15 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 
 def runs_frame(jobs: list[SweepJob]) -> pd.DataFrame:
-    """One row per job: its arm, seed and rate, and its results.json's numbers (status "incomplete" without one)."""
+    """One row per job: its arm, seed, rate and run dir (where a curve measure reads metrics.csv), and its
+    results.json's numbers (status "incomplete" without one)."""
     rows = []
     for job in jobs:
         cfg = job.run.cfg
         results = read_results(job.run.run_dir) or {"status": "incomplete"}
         flat = {k: v for k, v in flatten(results).items() if not isinstance(v, dict | list)}
         rows.append({**flat, ARM: cfg.ablation.arm, SEED: int(cfg.seed), LR: float(cfg.optim.lr),
-                     "model.vocab_size": int(cfg.model.vocab_size)})  # fmt: skip
+                     "model.vocab_size": int(cfg.model.vocab_size), "run_dir": str(job.run.run_dir)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -110,7 +114,8 @@ def decisions(runs: pd.DataFrame, s: Settings, look: int) -> pd.DataFrame:
     table = decide.brackets(done, bounds=s.bounds, step=s.step, bracket=s.bracket)
     return decide.summarize(done, s.baseline or str(done[ARM].iloc[0]), s.metric, margin=s.margin,
                             control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks), looks=s.looks[:look],
-                            bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)))  # fmt: skip
+                            bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)), smooth=s.smooth,
+                            eval_average=s.eval_average)  # fmt: skip
 
 
 def more_seeds(runs: pd.DataFrame, s: Settings, look: int) -> tuple[list[dict[str, str]], str]:
