@@ -168,13 +168,13 @@ class LMModule(L.LightningModule):
             self.distiller.to(self.device)  # also for trainer.validate outside fit
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self.model(batch[0])
-        row_nats = row_cross_entropy(logits, batch[1]).double()
+        nats, logits = self._nats(batch)
+        row_nats = row_cross_entropy(logits, batch[1]).double()  # val/loss stays `nats`: the same number as before
         row_targets = (batch[1] != IGNORE).sum(-1).double()
         y = batch[1].flatten()
         mask = y != IGNORE
         s = self.val_sums
-        s["nats"].update(row_nats.sum())
+        s["nats"].update(nats)
         s["targets"].update(mask.sum())
         s["rows"].update(row_nats.numel())
         s["nats_sq"].update((row_nats**2).sum())
