@@ -26,6 +26,11 @@ union bound, whatever the dependence between looks and whichever arms stop when.
 (what adding seeds by hand and re-reading the report does) has no such bound; tests/workbench/test_decide.py
 measures both by simulation (docs/decisions.md).
 
+**Measures.** `summarize` measures each run by `workbench.measures` (`ablation.metric`: a final value, `auc:`,
+`steps_to:` or `solved:`). Continuous measures take the paired t above; steps_to the exact signed-rank test with
+censored runs ranked last at each pair's common horizon (equivalence only without censored pairs); solved McNemar's
+exact test (Fisher's for an arm with unpaired runs, no equivalence). All share the step-down and the looks.
+
 **Bracketing.** An arm's rates bracket its optimum when its best rate (on the selection split) has a tried rate on
 each side, or a side is closed by a rate that diverged (a failed run or a loss at or above ln(vocab_size), the loss of
 the uniform guess) or by the bound the next rate would cross. An arm whose best rate is an open edge is `unbracketed`
