@@ -212,7 +212,14 @@ def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, metric: str = 
             marks=marks,
             threshold=m.threshold if m.kind == "steps_to" else None,
         ),
-        *plots.forest(deltas, out / "forest", label="arm", lo="delta_lo", hi="delta_hi"),
+        *plots.forest(
+            deltas,
+            out / "forest",
+            label="arm",
+            lo="delta_lo",
+            hi="delta_hi",
+            xlabel=f"Δ {metric} vs baseline ({'higher' if m.higher_is_better else 'lower'} is better)",
+        ),
         *plots.loss_vs_kv_pareto(pareto, out / "val_loss_vs_kv", x="kv_bytes", y="mean", label="arm"),
     ]
     if is_tuned(runs):
@@ -275,6 +282,8 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
         why = "no ablation.margin, so equivalence cannot be shown"
     else:
         why = f"neither a difference nor equivalence within ±{margin:.3g}{u} is shown"
+        if r["test"] in (TESTS["exact"], TESTS["fisher"]):
+            why = "no difference is shown, and a share solved has no equivalence test"
     return f"{head}: inconclusive: {signed}, {stats_}; {why}"
 
 
