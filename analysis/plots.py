@@ -35,15 +35,24 @@ def save(fig: Figure, path: str | Path) -> list[Path]:
 
 def loss_curves(
     curves: Mapping[str, pd.DataFrame], path: str | Path, *, x: str = "step", y: Sequence[str] = ("train/loss",
-    "val/loss"), logx: bool = False, title: str = "",
+    "val/loss"), logx: bool = False, title: str = "", marks: Mapping[str, Sequence[float]] | None = None,
+    threshold: float | None = None,
 ) -> list[Path]:  # fmt: skip
-    """One line per (run, metric); rows where a metric was not logged (NaN in metrics.csv) are skipped."""
+    """One line per (run, metric); rows where a metric was not logged (NaN in metrics.csv) are skipped. `marks`:
+    per label, steps to mark on its first metric's line at `threshold` (a steps_to measure's crossings), drawn in
+    that line's colour; the threshold as a dotted line."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for label, df in curves.items():
         for metric in (m for m in y if m in df.columns):
             rows = df[[x, metric]].dropna()
-            ax.plot(rows[x], rows[metric], label=f"{label} {metric}", ls="-" if metric == y[0] else "--")
+            line = ax.plot(rows[x], rows[metric], label=f"{label} {metric}", ls="-" if metric == y[0] else "--")[0]
+            steps = (marks or {}).get(label, [])
+            if metric == y[0] and len(steps) and threshold is not None:
+                ax.plot(steps, [threshold] * len(steps), "v", color=line.get_color(), ms=7,
+                        label=f"{label} crossings")  # fmt: skip
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls=":", lw=1)
     ax.set(xlabel=x, ylabel="loss", title=title, xscale="log" if logx else "linear")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

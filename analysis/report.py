@@ -27,6 +27,7 @@ import pandas as pd
 from analysis import plots
 from analysis.cli import Parser, user_errors
 from analysis.runs import load, load_metrics
+from workbench import measures
 from workbench.decide import (  # noqa: F401  (the statistics moved there; notebooks and tests import them from here)
     ALPHA,
     ARM,
@@ -37,6 +38,8 @@ from workbench.decide import (  # noqa: F401  (the statistics moved there; noteb
     METRIC,
     POWER,
     SELECTION,
+    TESTS,
+    aa_arm,
     at_lrs,
     best_lrs,
     brackets,
@@ -54,6 +57,21 @@ from workbench.decide import (  # noqa: F401  (the statistics moved there; noteb
 )  # fmt: skip
 
 SHA = "git_sha"
+MEASURED = {
+    "steps_to": "measured: per run, the first logged step at which {m.source}'s running mean over {smooth} logged "
+    "points is {m.op} {m.threshold:g} (lower is better); a run that never gets there is censored at its last step, "
+    "and each pair is compared at the earlier of its two last steps, a censored run ranked last (censored: per arm)",
+    "solved": "measured: per run, 1 when its final {m.source} is {m.op} {m.threshold:g}, else 0; mean: the share "
+    "of seeds solved, Δ: the arm's share minus the baseline's (higher is better)",
+    "auc": "measured: per run, the mean of its logged {m.source} over the steps it was logged at (trapezoids): "
+    "how fast it fell or rose over training",
+}
+EQUIVALENCE = {
+    "t": "TOST rejects at {a:.3g} in the same step-down (tost_lo/hi: the 1 - 2α Δ interval)",
+    "rank": "both one-sided signed-rank tests of Δ ± margin reject at {a:.3g} in the same step-down, read only "
+    "where no pair is censored (a censored Δ understates the true one)",
+    "exact": "not tested (a share over few seeds cannot be shown inside a margin); an identical arm is equivalent",
+}
 SWEEP_STATE = "sweep.json"  # the sweeper's rounds: looks done and planned, alpha, bracketing settings
 
 
@@ -72,6 +90,13 @@ def baseline_arm(runs: pd.DataFrame) -> str:
     """The arm every other is compared with: the grid's `ablation.baseline`, else (a grid without one) the first arm."""
     base = grid_value(runs, "ablation.baseline")
     return str(base) if base is not None else str(runs[ARM].iloc[0])
+
+
+def measure_keys(runs: pd.DataFrame) -> dict[str, Any]:
+    """The grid's `ablation.smooth` and `ablation.eval_average` (defaults where the runs predate them)."""
+    smooth, average = grid_value(runs, "ablation.smooth"), grid_value(runs, "ablation.eval_average")
+    return {"smooth": measures.SMOOTH if smooth is None else int(smooth),
+            "eval_average": None if average is None else int(average)}  # fmt: skip
 
 
 def margin_and_control(runs: pd.DataFrame) -> dict[str, Any]:
@@ -155,19 +180,46 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
                                 "run_dir"])  # fmt: skip
 
 
-def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, metric: str = METRIC) -> list[Path]:
+def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, metric: str = METRIC, *,
+            smooth: int = measures.SMOOTH, eval_average: int | None = None) -> list[Path]:  # fmt: skip
+    """Loss curves (the mean over seeds; a steps_to measure's curve first, each arm's crossing steps marked on it),
+    the forest plot of Δ, loss vs KV bytes and, for tuned grids, the metric against the learning rate."""
+    m = measures.parse(metric)
+    runs = runs.assign(**{metric: measures.values(runs, metric, smooth=smooth, eval_average=eval_average)["value"]})
     chosen = at_lrs(runs, dict(zip(summary["arm"], summary["best_lr"], strict=True)))
     done = chosen[chosen["status"] == COMPLETED]
     curves = {}
     for arm, g in done.groupby(ARM, sort=False):  # the mean curve over seeds, step by step
         curves[arm] = pd.concat([load_metrics(d) for d in g["run_dir"]]).groupby("step", as_index=False).mean()
+    y, marks = ("train/loss", "val/loss"), None
+    if m.kind in ("steps_to", "auc"):
+        name = measures.LOGGED.get(m.source, m.source)
+        y = (name, *[k for k in y if k != name])
+    if m.kind == "steps_to":
+        crossed = measures.values(done, metric, smooth=smooth)
+        hit = done.assign(step=crossed["value"])[~crossed["censored"]]
+        marks = {str(a): g["step"].tolist() for a, g in hit.groupby(ARM, sort=False)}
     deltas = summary[~summary["baseline"] & summary["delta"].notna()]
     deltas = deltas.assign(delta_lo=deltas["delta_lo"].fillna(deltas["delta"]),
                            delta_hi=deltas["delta_hi"].fillna(deltas["delta"]))  # fmt: skip
     pareto = summary.dropna(subset=["mean", "kv_bytes"])
     paths = [
-        *plots.loss_curves(curves, out / "loss_curves", title=f"{out.name}: mean over seeds"),
-        *plots.forest(deltas, out / "forest", label="arm", lo="delta_lo", hi="delta_hi"),
+        *plots.loss_curves(
+            curves,
+            out / "loss_curves",
+            y=y,
+            title=f"{out.name}: mean over seeds",
+            marks=marks,
+            threshold=m.threshold if m.kind == "steps_to" else None,
+        ),
+        *plots.forest(
+            deltas,
+            out / "forest",
+            label="arm",
+            lo="delta_lo",
+            hi="delta_hi",
+            xlabel=f"Δ {metric} vs baseline ({'higher' if m.higher_is_better else 'lower'} is better)",
+        ),
         *plots.loss_vs_kv_pareto(pareto, out / "val_loss_vs_kv", x="kv_bytes", y="mean", label="arm"),
     ]
     if is_tuned(runs):
@@ -178,7 +230,7 @@ def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, metric: str = 
 
 
 def _unit(metric: str) -> str:
-    return " nats" if metric.endswith("loss") else ""
+    return measures.parse(metric).unit
 
 
 def _num(x: float, sign: str = "") -> str:
@@ -194,11 +246,19 @@ def _sentence(r: Mapping[str, Any], baseline: str, metric: str, margin: float | 
     return text + (f" ({r['failed']} of its runs did not complete: see Failed runs)" if r["failed"] else "")
 
 
+def _mde_words(r: Mapping[str, Any], u: str) -> str:
+    if np.isinf(r["mde"]):
+        return f"no MDE: {r['n_pairs']} pairs cannot reach significance with the {r['test']} test"
+    return f"MDE {_num(r['mde'])}{u}"
+
+
 def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | None, blind: bool) -> str:
     u = _unit(metric)
     head = f"{r['arm']} vs {baseline}"
-    stats_ = f"p_holm {r['p_holm']:.2g} (MDE {_num(r['mde'])}{u})"
-    signed = f"Δ {_num(r['delta'], '+')}{u} [{_num(r['delta_lo'], '+')}, {_num(r['delta_hi'], '+')}]"
+    stats_ = f"p_holm {r['p_holm']:.2g} ({_mde_words(r, u)})"
+    has_interval = np.isfinite(r["delta_lo"]) and np.isfinite(r["delta_hi"])
+    interval = f" [{_num(r['delta_lo'], '+')}, {_num(r['delta_hi'], '+')}]" if has_interval else f" ({r['test']})"
+    signed = f"Δ {_num(r['delta'], '+')}{u}{interval}"
     if r["decision"] == "unbracketed":
         return f"{head}: unbracketed: {r['edges']}, so no call is made ({signed}, unadjusted p {r['p_value']:.2g})"
     if r["identical"]:
@@ -208,7 +268,11 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
     if r["decision"] in ("better", "worse"):
         s = np.sign(r["delta"])
         lo, hi = sorted((s * r["delta_lo"], s * r["delta_hi"]))
-        return f"{head}: {r['decision']} by {_num(abs(r['delta']))}{u} [{_num(lo)}, {_num(hi)}], {stats_}"
+        interval = f" [{_num(lo)}, {_num(hi)}]" if has_interval else f" ({r['test']})"
+        return f"{head}: {r['decision']} by {_num(abs(r['delta']))}{u}{interval}, {stats_}"
+    if r["decision"] == "equivalent" and not np.isfinite(r["tost_lo"]):
+        tost = f"the {r['test']} TOST rejects |Δ| >= margin"
+        return f"{head}: equivalent within ±{margin:.3g}{u}: {signed}, {tost}, {stats_}"
     if r["decision"] == "equivalent":
         return (f"{head}: equivalent within ±{margin:.3g}{u}: {signed}, 90% interval [{_num(r['tost_lo'], '+')}, "
                 f"{_num(r['tost_hi'], '+')}] inside the margin, {stats_}")  # fmt: skip
@@ -218,6 +282,8 @@ def _verdict(r: Mapping[str, Any], baseline: str, metric: str, margin: float | N
         why = "no ablation.margin, so equivalence cannot be shown"
     else:
         why = f"neither a difference nor equivalence within ±{margin:.3g}{u} is shown"
+        if r["test"] in (TESTS["exact"], TESTS["fisher"]):
+            why = "no difference is shown, and a share solved has no equivalence test"
     return f"{head}: inconclusive: {signed}, {stats_}; {why}"
 
 
@@ -251,27 +317,71 @@ def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: s
     arms = arms.assign(edges=["; ".join(own.get(a, []) + base_edge) for a in arms["arm"]])
     lines += [f"- {_sentence(r, baseline, metric, margin, blind)}" for r in arms.to_dict("records")]
     found = arms.loc[~arms["identical"], "mde"].dropna()  # an identical arm's 0 says nothing about the grid
+    found = found[np.isfinite(found)]
     if len(found):
         u, pairs = _unit(metric), ", ".join(map(str, sorted(set(arms.loc[found.index, "n_pairs"]))))
+        test = "/".join(sorted(set(arms.loc[found.index, "test"])))
         span = f"{_num(found.min())}{u}" + (f" to {_num(found.max())}{u}" if found.max() > found.min() else "")
-        lines.append(f"- MDE (the smallest |Δ| detected with 80% power, two-sided α {alpha:.3g}, paired t over {pairs} "
-                     f"seeds, before Holm's correction): {span}")  # fmt: skip
+        how = {
+            "paired t": "",
+            "paired signed-rank, censored last": ", by simulation of normal differences with the measured sd_d",
+        }.get(test, ", exact, the baseline's share solved and the arm's independent")
+        lines.append(f"- MDE (the smallest |Δ| detected with 80% power, two-sided α {alpha:.3g}, {test} over {pairs} "
+                     f"seeds{how}, before Holm's correction): {span}")  # fmt: skip
     return lines
 
 
-def _notes(runs: pd.DataFrame, margin: float | None, selection: str, state: Mapping[str, Any] | None = None
-           ) -> list[str]:  # fmt: skip
-    """What the reader needs to weigh the table: the commits pooled, the margin and tests, the looks and alpha spent
-    (`state`: sweep_state's), how rates were picked and bracketed."""
+def cautions(summary: pd.DataFrame, metric: str, margin: float | None, control: str | None, *, aa: bool = False,
+             eval_average: int | None = None) -> list[str]:  # fmt: skip
+    """summary.md's lines on what bounds the grid's power: the control's effect as a multiple of the margin (coarse
+    above 5x), the A/A arm's call, the evaluation noise against the seeds' (`eval_se` over 10% of the baseline's
+    `seed_sd`), fewer than 3 seeds, and the evaluations averaged."""
+    rows = summary.set_index("arm")
+    base = summary.loc[summary["baseline"], "arm"]
+    u, lines = _unit(metric), []
+    if control is not None and control in rows.index and margin and np.isfinite(rows.at[control, "delta"]):
+        times = abs(rows.at[control, "delta"]) / margin
+        lines.append(f"- control {control}: its effect {_num(abs(rows.at[control, 'delta']))}{u} is {times:.1f}× the "
+                     f"margin ±{margin:g}{u}" + (": coarse (above 5×): it shows the grid sees a large effect, not one "
+                     "of the margin's size; a graded control (e.g. the baseline at 70% of its steps) is nearer it"
+                     if times > 5 else ""))  # fmt: skip
+    if aa and len(base) and (name := aa_arm(str(base.iloc[0]))) in rows.index:
+        call = rows.at[name, "decision"]
+        fine = ", as it must be (it may be equivalent or inconclusive, never better or worse)"
+        wrong = (": **a wrong call on identical configs**: the runs are not reproducible or the noise is not what "
+                 "the test assumes; read every call with that")  # fmt: skip
+        lines.append(f"- A/A arm {name} (the baseline's config under its own name): {call}"
+                     + (wrong if call in ("better", "worse") else fine))  # fmt: skip
+    if len(base):
+        b = rows.loc[str(base.iloc[0])]
+        if np.isfinite(b["eval_se"]) and np.isfinite(b["seed_sd"]) and b["eval_se"] > 0.1 * b["seed_sd"]:
+            lines.append(f"- **the validation set is too small to see seed effects**: eval_se {_num(b['eval_se'])}{u} "
+                         f"exceeds 10% of the baseline's seed_sd {_num(b['seed_sd'])}{u} (more data.val_tokens, or "
+                         "ablation.eval_average)")  # fmt: skip
+    seeds = int(summary["n"].max()) if len(summary) else 0
+    if seeds < 3:
+        lines.append(f"- **fewer than 3 seeds** ({seeds}): the seed spread is barely estimated and most tests "
+                     "cannot reject")  # fmt: skip
+    if eval_average is not None and measures.parse(metric).kind in ("final", "solved"):
+        lines.append(f"- {metric} is each run's mean over its last {eval_average} evaluations (ablation.eval_average)")
+    return lines
+
+
+def _notes(runs: pd.DataFrame, margin: float | None, selection: str, state: Mapping[str, Any] | None = None,
+           metric: str = METRIC, smooth: int = measures.SMOOTH) -> list[str]:  # fmt: skip
+    """What the reader needs to weigh the table: what was measured and tested, the commits pooled, the margin, the
+    looks and alpha spent (`state`: sweep_state's), how rates were picked and bracketed."""
     state = state or {"looks": 1, "max_looks": 1, "alpha": ALPHA, "bracket": False}
     a, k, big_k = look_alpha(state["alpha"], state["max_looks"]), state["looks"], state["max_looks"]
     found = commits(runs)
     pooled = " (pooled with --allow-mixed-commits)" if len(found) > 1 else ""
+    m = measures.parse(metric)
     notes = [
+        *([MEASURED[m.kind].format(m=m, smooth=smooth)] if m.kind in MEASURED else []),
         "commits: " + ", ".join(f"{sha[:12]} ({n} runs)" for sha, n in found.items()) + pooled,
         f"margin (ablation.margin): {'none, so no arm can be equivalent' if margin is None else f'±{margin:g}'}; "
-        f"better/worse: the paired t-test rejects at {a:.3g} after the step-down over the arms (p_holm); "
-        f"equivalent: TOST rejects at {a:.3g} in the same step-down (tost_lo/hi: the {1 - 2 * a:.1%} Δ interval); "
+        f"better/worse: the {TESTS[m.test]} test rejects at {a:.3g} after the step-down over the arms (p_holm); "
+        f"equivalent: {EQUIVALENCE[m.test].format(a=a)}; "
         "inconclusive: neither; unbracketed: the arm's or the baseline's best rate is an open edge of its rates",
         f"looks: {k} of {big_k} planned, each testing at α {state['alpha']:g}/{big_k} = {a:.3g}, so {k * a:.3g} of α "
         f"{state['alpha']:g} is spent (union bound over the looks; a call made at a look stays: docs/decisions.md)",
@@ -313,23 +423,29 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
         check_one_commit(runs, multirun_dir)
     check_one_study(runs, multirun_dir)
     metric = str(grid_value(runs, "ablation.metric") or METRIC)  # the grid's own (older runs lack it: val_loss)
-    if metric not in runs or runs[metric].isna().all():
+    how = measure_keys(runs)
+    value = measures.values(runs, metric, **how)["value"]  # brackets picks rates on it without a selection split
+    if value.isna().all():
         raise ValueError(f"ablation.metric: got {metric!r}, which no run of {multirun_dir} recorded; allowed: a "
-                         "metric its results.json files hold (val_bpb needs byte-level data)")  # fmt: skip
+                         "metric its results.json or metrics.csv hold (val_bpb needs byte-level data)")  # fmt: skip
+    runs = runs.assign(**{metric: value})
     keys, selection = margin_and_control(runs), selection_metric(runs, metric)
     state = sweep_state(multirun_dir, runs)
     alpha = look_alpha(state["alpha"], state["max_looks"])
     bracketing = brackets(runs, state["lr_bounds"], state["lr_step"], bracket=state["bracket"], selection=selection)
     summary = summarize(runs, baseline_arm(runs), metric, **keys, selection=selection, alpha=alpha,
-                        looks=look_counts(runs, state["looks"]),
+                        looks=look_counts(runs, state["looks"]), **how,
                         bracketed=dict(zip(bracketing["arm"], bracketing["bracketed"], strict=True)))  # fmt: skip
     head = opening(summary, metric, **keys, alpha=alpha, bracketing=bracketing)
+    head += cautions(
+        summary, metric, **keys, aa=bool(grid_value(runs, "ablation.aa")), eval_average=how["eval_average"]
+    )
     text = _markdown(summary, failures(runs), f"{multirun_dir.name}: {metric} by arm", head,
-                     _notes(runs, keys["margin"], selection, state))  # fmt: skip
+                     _notes(runs, keys["margin"], selection, state, metric, how["smooth"]))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(text)
-    paths = figures(runs, summary, out, metric)
+    paths = figures(runs, summary, out, metric, **how)
     print(text)
     print(f"table: {out / 'summary.csv'}, {out / 'summary.md'}")
     print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png") + " (and .svg beside each)")

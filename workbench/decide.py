@@ -26,6 +26,11 @@ union bound, whatever the dependence between looks and whichever arms stop when.
 (what adding seeds by hand and re-reading the report does) has no such bound; tests/workbench/test_decide.py
 measures both by simulation (docs/decisions.md).
 
+**Measures.** `summarize` measures each run by `workbench.measures` (`ablation.metric`: a final value, `auc:`,
+`steps_to:` or `solved:`). Continuous measures take the paired t above; steps_to the exact signed-rank test with
+censored runs ranked last at each pair's common horizon (equivalence only without censored pairs); solved McNemar's
+exact test (Fisher's for an arm with unpaired runs, no equivalence). All share the step-down and the looks.
+
 **Bracketing.** An arm's rates bracket its optimum when its best rate (on the selection split) has a tried rate on
 each side, or a side is closed by a rate that diverged (a failed run or a loss at or above ln(vocab_size), the loss of
 the uniform guess) or by the bound the next rate would cross. An arm whose best rate is an open edge is `unbracketed`
@@ -36,11 +41,14 @@ that is not the arm's optimum measures the rate, not the arm.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
+
+from workbench import measures
 
 ARM, METRIC, LR, SELECTION = "ablation.arm", "val_loss", "optim.lr", "selection_loss"
 ALPHA, POWER = 0.05, 0.8
@@ -50,12 +58,27 @@ SINGLE_RATE_STEP = 3.0
 CALLS = np.array(["inconclusive", "better", "worse", "equivalent"])  # the core's codes 0..3
 COLUMNS = ["arm", "baseline", "n", "failed", "best_lr", "mean", "std", "ci_lo", "ci_hi", "delta", "delta_lo",
            "delta_hi", "p_value", "p_holm", "mde", "decision", "sensitive", "sd_d", "tost_lo", "tost_hi", "n_pairs",
-           "identical", "lrs_tried", "bracketed", "n_seeds", "looks", "kv_bytes", "params"]  # fmt: skip
+           "identical", "lrs_tried", "bracketed", "n_seeds", "looks", "kv_bytes", "params", "seed_sd", "eval_se",
+           "censored", "test"]  # fmt: skip
+TESTS = {"t": "paired t", "rank": "paired signed-rank, censored last", "exact": "McNemar exact",
+         "fisher": "Fisher exact (unpaired)"}  # fmt: skip
+MAX_EXACT_PAIRS = 16  # above, the signed-rank test's permutation null is its normal approximation
+AA_SUFFIX = "_aa"
+CENSORED, HORIZON = "censored", "horizon"  # summarize's per-run columns beside the measured metric
+EVAL_SE = "val_loss_se"
+
+
+def aa_arm(baseline: str) -> str:
+    """The A/A arm's name (`ablation.aa`): the baseline's config under a name of its own."""
+    return f"{baseline}{AA_SUFFIX}"
 
 
 def higher_is_better(metric: str) -> bool:
-    """Accuracies rise as a model improves; every other metric here (losses, bpb, perplexity) falls."""
-    return metric.endswith("accuracy")
+    """Accuracies and shares solved rise as a model improves; losses, bpb, perplexity and steps to a threshold fall."""
+    try:
+        return measures.parse(metric).higher_is_better
+    except ValueError:
+        return metric.endswith("accuracy")
 
 
 def selection_metric(runs: pd.DataFrame, metric: str) -> str:
@@ -152,6 +175,66 @@ def mde(sd_d: float, n: int, alpha: float = ALPHA, power: float = POWER) -> floa
     return float(optimize.brentq(shortfall, 0.0, high) * sd_d / np.sqrt(n))
 
 
+RANK_MDE_DRAWS = 4000  # simulated grids per power estimate of the signed-rank test (seeded: the same every call)
+
+
+@cache
+def rank_mde_factor(n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The signed-rank test's MDE over `n` pairs in units of sd_d, by simulation (no closed form): the smallest
+    shift of N(shift, 1) differences that the two-sided exact test at `alpha` rejects with probability `power`
+    (bisection on common draws). inf when no outcome over n pairs can reach p < alpha (2 / 2**n >= alpha)."""
+    if n < 2:
+        return np.nan
+    if n <= MAX_EXACT_PAIRS and 2.0 / 2**n >= alpha:
+        return np.inf
+    z = np.random.default_rng(0).normal(size=(RANK_MDE_DRAWS, n))
+    ranks = np.arange(1, n + 1)
+    if n <= MAX_EXACT_PAIRS:  # normal draws have no ties: the null of |W| is the fixed one of ranks 1..n
+        null = np.sort(np.abs((1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)) @ ranks))
+
+    def achieved(shift: float) -> float:
+        d = z + shift
+        if n > MAX_EXACT_PAIRS:
+            return float((_rank_p(d, "two-sided")[0] < alpha).mean())
+        w = np.abs((np.sign(d) * stats.rankdata(np.abs(d), axis=-1)).sum(-1))
+        p = (len(null) - np.searchsorted(null, w - 1e-9)) / len(null)
+        return float((p < alpha).mean())
+
+    lo, hi = 0.0, 1.0
+    while achieved(hi) < power:
+        lo, hi = hi, hi * 2
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if achieved(mid) < power else (lo, mid)
+    return hi
+
+
+def solved_power(p0: float, p1: float, n: int, alpha: float = ALPHA) -> float:
+    """Exact power of McNemar's exact test over `n` pairs when the baseline solves with probability p0 and the arm
+    with p1, independently within a seed: K discordant pairs ~ Binomial(n, q), the arm's share of them
+    ~ Binomial(K, p1 (1 - p0) / q)."""
+    q = p0 * (1 - p1) + p1 * (1 - p0)
+    if q <= 0:
+        return 0.0
+    k = np.arange(n + 1)[:, None]
+    u = np.arange(n + 1)[None, :]
+    reject = (u <= k) & (mcnemar_p(np.minimum(u, k), np.maximum(k - u, 0)) < alpha)
+    weight = stats.binom.pmf(k, n, q) * stats.binom.pmf(u, k, p1 * (1 - p0) / q)
+    return float((weight * reject).sum())
+
+
+def solved_mde(p0: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest change in the share solved (either way from the baseline's `p0`, on a 0.01 grid) that McNemar's
+    exact test over `n` pairs detects with probability `power`; inf when none does, NaN below 2 pairs."""
+    if n < 2 or not np.isfinite(p0):
+        return np.nan
+    for delta in np.arange(1, 101) / 100:
+        ups = [p0 + delta] if p0 + delta <= 1 else []
+        if any(solved_power(p0, p1, n, alpha) >= power for p1 in [*ups, *([p0 - delta] if p0 >= delta else [])]):
+            return float(delta)
+    return np.inf
+
+
 # --- the decision core: [... x arms x seeds] paired differences -> calls ------------------------------------------
 
 
@@ -193,7 +276,100 @@ def _t_tests(d: np.ndarray, margin: float | None) -> dict[str, np.ndarray]:
         p_e = np.where(spread, one_sided, np.where(np.abs(mean) < margin, 0.0, 1.0))
         p_e = np.where(n > 1, p_e, np.nan)
     identical = (n > 0) & (lo == 0) & (hi == 0)
-    return {"n": n, "mean": mean, "sd": sd, "p_d": p_d, "p_e": p_e, "identical": identical}
+    return {"n": n, "mean": mean, "sd": sd, "p_d": p_d, "p_e": p_e, "identical": identical, "direction": mean}
+
+
+def _rank_p(d: np.ndarray, alternative: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paired signed-rank test's p over the last axis (NaN: no pair) and its statistic W = Σ sign(d) rank|d|.
+    Zeros are ranked with the rest and score 0 (Pratt), ties share their mean rank. The null distribution is the
+    exact one of W under every sign flip of the observed scores (valid when arm and baseline are exchangeable within
+    a seed, ties and censored values included), its normal approximation above MAX_EXACT_PAIRS seeds."""
+    ok = np.isfinite(d)
+    ranks = stats.rankdata(np.where(ok, np.abs(d), np.nan), axis=-1, nan_policy="omit")
+    score = np.where(ok & (d != 0), ranks, 0.0)
+    w = (np.sign(np.where(ok, d, 0.0)) * score).sum(-1)
+    k = d.shape[-1]
+    if k <= MAX_EXACT_PAIRS:
+        signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+        null = score @ signs.T
+        tol = 1e-9 * np.maximum(1.0, score.sum(-1))[..., None]
+        at = w[..., None]
+        hits = {"two-sided": np.abs(null) >= np.abs(at) - tol, "greater": null >= at - tol, "less": null <= at + tol}
+        return hits[alternative].mean(-1), w
+    sd = np.sqrt((score**2).sum(-1))
+    z = np.divide(w, sd, out=np.zeros_like(w), where=sd > 0)
+    p = {"two-sided": 2 * stats.norm.sf(np.abs(z)), "greater": stats.norm.sf(z), "less": stats.norm.cdf(z)}
+    return np.minimum(1.0, p[alternative]), w
+
+
+def _rank_tests(d: np.ndarray, margin: float | None, censored: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The t path's summaries with the signed-rank test's p's: p_d two-sided; p_e the larger one-sided p of the
+    shifted differences d + margin (> 0) and d - margin (< 0), only for arms none of whose pairs is censored (a
+    censored difference understates the true one, so equivalence is never read from it); identical likewise."""
+    out = _t_tests(d, None)
+    p_d, w = _rank_p(d, "two-sided")
+    any_censored = np.zeros(out["n"].shape, bool) if censored is None else (censored & np.isfinite(d)).any(-1)
+    out.update(p_d=np.where(out["n"] > 1, p_d, np.nan), direction=w, identical=out["identical"] & ~any_censored)
+    if margin is not None and margin > 0:
+        p_e = np.maximum(_rank_p(d + margin, "greater")[0], _rank_p(d - margin, "less")[0])
+        out["p_e"] = np.where((out["n"] > 1) & ~any_censored, p_e, np.nan)
+    return out
+
+
+def mcnemar_p(up: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """McNemar's exact test: the two-sided binomial p of `up` (pairs only the arm solved) out of the discordant
+    pairs `up` + `down`; 1 when there are none."""
+    k = np.asarray(up) + np.asarray(down)
+    p = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(up, down), np.maximum(k, 1), 0.5))
+    return np.where(k > 0, p, 1.0)
+
+
+def fisher_p(solved_a: np.ndarray, runs_a: np.ndarray, solved_b: np.ndarray, runs_b: np.ndarray) -> np.ndarray:
+    """Fisher's exact two-sided p per element: solved / not solved, arm against baseline (scipy)."""
+    out = np.full(np.shape(solved_a), np.nan)
+    for i in np.ndindex(out.shape):
+        sa, na, sb, nb = (int(np.asarray(x)[i]) for x in (solved_a, runs_a, solved_b, runs_b))
+        if na and nb:
+            out[i] = stats.fisher_exact([[sa, na - sa], [sb, nb - sb]]).pvalue
+    return out
+
+
+def _exact_tests(d: np.ndarray, pair_values: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Solved (1) or not (0) per run: McNemar's exact test over the pairs (d = +1: only the arm solved, -1: only the
+    baseline); an arm with a run whose partner did not complete (`pair_values`: the arm's and the baseline's values)
+    gets Fisher's exact test over all its completed runs instead (`fisher` true). No equivalence test (p_e NaN)."""
+    out = _t_tests(d, None)
+    up, down = (d > 0).sum(-1), (d < 0).sum(-1)
+    out.update(p_d=np.where(out["n"] > 1, mcnemar_p(up, down), np.nan), direction=(up - down).astype(float),
+               fisher=np.zeros(out["n"].shape, bool))  # fmt: skip
+    if pair_values is not None:
+        a, b = pair_values
+        b = np.broadcast_to(b, a.shape)
+        fa, fb = np.isfinite(a), np.isfinite(b)
+        unpaired = (fa != fb).any(-1)
+        na, nb = fa.sum(-1), fb.sum(-1)
+        sa, sb = np.where(fa, a, 0).sum(-1), np.where(fb, b, 0).sum(-1)
+        p = fisher_p(sa, na, sb, nb)
+        share = np.divide(sa, na, out=np.full(na.shape, np.nan), where=na > 0)
+        share -= np.divide(sb, nb, out=np.full(nb.shape, np.nan), where=nb > 0)
+        use = unpaired & (na > 0) & (nb > 0) & (na + nb > 2)
+        out.update(p_d=np.where(use, p, out["p_d"]), direction=np.where(use, share, out["direction"]),
+                   mean=np.where(use, share, out["mean"]), fisher=use)  # fmt: skip
+    return out
+
+
+def paired_tests(
+    d: np.ndarray, margin: float | None, test: str = "t", censored: np.ndarray | None = None,
+    pair_values: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per arm over the last axis (NaN: no pair): n, mean, sd, p_d, p_e, identical and `direction` (> 0: the arm
+    above the baseline), by `test`: "t" (paired t, TOST), "rank" (signed-rank, censored pairs ranked as they fall at
+    their common horizon), "exact" (McNemar, Fisher where unpaired)."""
+    if test == "rank":
+        return _rank_tests(d, margin, censored)
+    if test == "exact":
+        return _exact_tests(d, pair_values)
+    return _t_tests(d, margin)
 
 
 def step_down(p_d: np.ndarray, p_e: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,33 +402,39 @@ def step_down(p_d: np.ndarray, p_e: np.ndarray, family: np.ndarray) -> tuple[np.
 def decide(
     d: np.ndarray, *, alpha: float = ALPHA, margin: float | None = None, higher_better: bool = False,
     looks: Sequence[int] | None = None, counts: np.ndarray | None = None, eligible: np.ndarray | None = None,
+    test: str = "t", censored: np.ndarray | None = None, pair_values: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The calls for paired differences `d` [... x arms x seeds] (arm - baseline; NaN: no pair; seeds in the order
     they were run), each look testing at `alpha` (the per-look level). Look k (seed count looks[k]; None: one look at
     every seed) tests the arms still undecided that ran at least that many seeds (`counts` per arm, default all) on
     their first looks[k] seeds; a call made stays. `eligible` (default all) arms may be called at all: the others
-    (unbracketed) stay in the family's count. The family: arms with 2 or more pairs. Returns per arm `code` (index
-    into CALLS), `look` (1-based, the last look that tested it; 0: none) and, at that look, p_d, p_e and their
-    adjusted p_holm, p_equiv."""
+    (unbracketed) stay in the family's count. The family: arms with 2 or more pairs. `test`, `censored` and
+    `pair_values` choose the test (`paired_tests`; the last two with the seeds on their last axis too). Returns per
+    arm `code` (index into CALLS), `look` (1-based, the last look that tested it; 0: none) and, at that look, p_d,
+    p_e and their adjusted p_holm, p_equiv."""
     d = np.asarray(d, float)
     shape, seeds = d.shape[:-1], d.shape[-1]
     looks = [seeds] if looks is None else [min(int(c), seeds) for c in looks]
     counts = np.full(shape, seeds) if counts is None else np.broadcast_to(counts, shape)
     eligible = np.ones(shape, bool) if eligible is None else np.broadcast_to(eligible, shape)
     family = np.isfinite(d).sum(-1) > 1
+    if pair_values is not None:  # an unpaired arm (Fisher) is in the family with two or more runs on either side
+        a, b = pair_values
+        family |= np.isfinite(a).sum(-1) + np.isfinite(np.broadcast_to(b, a.shape)).sum(-1) > 2
     out = {"code": np.zeros(shape, int), "look": np.zeros(shape, int),
            **{k: np.full(shape, np.nan) for k in ("p_d", "p_e", "p_holm", "p_equiv")}}  # fmt: skip
     for k, c in enumerate(looks):
         active = (out["code"] == 0) & eligible & (counts >= c)
         if not active.any():
             continue
-        t = _t_tests(d[..., :c], margin)
+        cut = None if pair_values is None else (pair_values[0][..., :c], pair_values[1][..., :c])
+        t = paired_tests(d[..., :c], margin, test, None if censored is None else censored[..., :c], cut)
         p_d, p_e = np.where(active, t["p_d"], np.nan), np.where(active, t["p_e"], np.nan)
         adj_d, adj_e = step_down(p_d, p_e, family)
         for key, value in (("p_d", p_d), ("p_e", p_e), ("p_holm", adj_d), ("p_equiv", adj_e)):
             out[key] = np.where(active, value, out[key])
         out["look"] = np.where(active, k + 1, out["look"])
-        up = (t["mean"] > 0) == higher_better
+        up = (t["direction"] > 0) == higher_better
         call = np.where(adj_d < alpha, np.where(up, 1, 2), np.where((adj_e < alpha) | t["identical"], 3, 0))
         out["code"] = np.where(active, call, out["code"])
     return out
@@ -266,13 +448,36 @@ def seeds_matrix(
 ) -> tuple[np.ndarray, np.ndarray]:
     """[arms x seeds] differences arm - baseline (NaN where either did not complete), seeds sorted (the order the
     sweeper adds them), and each arm's count of seeds run whatever their status."""
+    a, b = (wide := _wide(chosen, baseline, arms))[0](metric)
+    return a - b, wide[1]
+
+
+def _wide(chosen: pd.DataFrame, base: str, arms: Sequence[str]) -> tuple[Any, np.ndarray]:
+    """A function of a column giving its ([arms x seeds] of `arms`, [1 x seeds] of the baseline) over the completed
+    runs, seeds sorted; and each arm's count of seeds run whatever their status."""
     seeds = np.sort(chosen["seed"].unique())
     done = chosen[chosen["status"] == COMPLETED]
-    wide = done.pivot_table(index=ARM, columns="seed", values=metric, aggfunc="first").reindex(columns=seeds)
-    values = wide.reindex(list(arms)).to_numpy(float)
-    base = wide.reindex([baseline]).to_numpy(float)
+
+    def wide(column: str) -> tuple[np.ndarray, np.ndarray]:
+        table = done.pivot_table(index=ARM, columns="seed", values=column, aggfunc="first", dropna=False)
+        table = table.reindex(columns=seeds)
+        return table.reindex(list(arms)).to_numpy(float), table.reindex([base]).to_numpy(float)
+
     counts = chosen.groupby(ARM)["seed"].nunique().reindex(list(arms)).fillna(0).to_numpy(int)
-    return values - base, counts
+    return wide, counts
+
+
+def pair_matrix(chosen: pd.DataFrame, baseline: str, arms: Sequence[str], m: measures.Measure) -> dict[str, Any]:
+    """What the decision core reads for measure `m` (`chosen` holds its values as column m.text): `d` [arms x seeds]
+    (steps_to: at each pair's common horizon, `measures.at_common_horizon`), `censored` pairs (steps_to), the arm's
+    and the baseline's own values (`pair_values`, for Fisher's unpaired test of solved) and `counts`."""
+    wide, counts = _wide(chosen, baseline, arms)
+    a, b = wide(m.text)
+    out = {"d": a - b, "censored": None, "pair_values": (a, b) if m.test == "exact" else None, "counts": counts}
+    if m.kind == "steps_to":
+        (ca, cb), (ha, hb) = wide(CENSORED), wide(HORIZON)
+        out["d"], out["censored"] = measures.at_common_horizon(a, ca > 0, ha, b, cb > 0, hb)
+    return out
 
 
 def lrs_tried(runs: pd.DataFrame) -> dict[str, list[float]]:
@@ -285,7 +490,8 @@ def lrs_tried(runs: pd.DataFrame) -> dict[str, list[float]]:
 def summarize(
     runs: pd.DataFrame, baseline: str, metric: str = METRIC, *, margin: float | None = None,
     control: str | None = None, selection: str | None = None, alpha: float = ALPHA,
-    looks: Sequence[int] | None = None, bracketed: Mapping[str, bool] | None = None,
+    looks: Sequence[int] | None = None, bracketed: Mapping[str, bool] | None = None, smooth: int = measures.SMOOTH,
+    eval_average: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """One row per arm, from its runs at its best learning rate (`best_lr`, picked on `selection`, by default
     `selection_metric`), paired by seed with the baseline's at its own: n, failed, mean, std and 95% interval; Δ,
@@ -293,23 +499,38 @@ def summarize(
     by `decide` (`margin`: ± in metric units, None: nothing can be equivalent; `looks`: the seed counts looked at,
     None: one look). An arm not `bracketed`, or any arm when the baseline is not, is `unbracketed`. With a `control`
     arm, `sensitive` is "yes" iff its decision is worse; when it is "no", no arm is called equivalent (only identical
-    ones): a study that cannot see its factor cannot show its absence."""
+    ones): a study that cannot see its factor cannot show its absence.
+
+    `metric` is any `measures` form, measured per run by `measures.values` (`smooth`, `eval_average`; curves from
+    each run's `run_dir`). steps_to is tested by the signed-rank test (censored runs ranked last at each pair's
+    common horizon), solved by McNemar's (Fisher's for an arm with unpaired runs), the rest by the paired t; `test`
+    names it. `seed_sd` is the arm's spread over seeds (std), `eval_se` the RMS of its runs' `val_loss_se` (the
+    evaluation's own noise; val_loss only), `censored` its censored runs."""
+    m = measures.parse(metric)
     arms = [str(a) for a in runs[ARM].unique()]
     if margin is not None and not (np.isfinite(margin) and margin >= 0):
         raise ValueError(f"ablation.margin: got {margin!r}; allowed: a number >= 0 in {metric}'s units, or null")
     if control is not None and (control not in arms or control == baseline):
         others = ", ".join(a for a in arms if a != baseline)
         raise ValueError(f"ablation.control: got {control!r}; allowed: an arm other than the baseline: {others}")
+    measured = measures.values(runs, metric, smooth=smooth, eval_average=eval_average)
+    if (runs["status"] == COMPLETED).any() and measured["value"].isna().all():
+        raise ValueError(f"ablation.metric: got {metric!r}, which no run recorded; allowed: a metric its "
+                         "results.json or metrics.csv hold (val_bpb needs byte-level data)")  # fmt: skip
+    runs = runs.assign(**{metric: measured["value"], CENSORED: measured["censored"].astype(float),
+                          HORIZON: measured["horizon"]})  # fmt: skip
     lrs = best_lrs(runs, selection or selection_metric(runs, metric))
     tried = lrs_tried(runs)
     chosen = at_lrs(runs, lrs)
     done = chosen[chosen["status"] == COMPLETED]
     base = done[done[ARM] == baseline]
+    se = done[EVAL_SE] if EVAL_SE in done and m.kind == "final" and m.source == METRIC else None
     rows = []
     for arm, g in chosen.groupby(ARM, sort=False):
         ok = done[done[ARM] == arm]
         values = ok[metric].to_numpy(float)
         lo, hi = mean_interval(values)
+        arm_se = None if se is None else pd.to_numeric(se[ok.index], errors="coerce").dropna().to_numpy(float)
         rows.append({"arm": arm, "baseline": arm == baseline, "n": len(values),
                      "failed": int((g["status"] != COMPLETED).sum()), "best_lr": lrs[arm],
                      "mean": values.mean() if len(values) else np.nan,
@@ -319,23 +540,40 @@ def summarize(
                      "bracketed": True if bracketed is None else bool(bracketed.get(str(arm), False)),
                      "n_seeds": int(g["seed"].nunique()),
                      "kv_bytes": ok["kv_cache_bytes"].mean() if len(ok) else np.nan,
-                     "params": ok["params.total"].mean() if len(ok) else np.nan})  # fmt: skip
+                     "params": ok["params.total"].mean() if len(ok) else np.nan,
+                     "eval_se": float(np.sqrt(np.mean(arm_se**2))) if arm_se is not None and len(arm_se) else np.nan,
+                     "censored": int(ok[CENSORED].sum())})  # fmt: skip
     summary = pd.DataFrame(rows)
+    summary["seed_sd"] = summary["std"]
     compared = ~summary["baseline"]
     summary.loc[~compared, "p_value"] = np.nan  # the baseline against itself is no comparison
     others = summary.loc[compared, "arm"].tolist()
-    d, counts = seeds_matrix(chosen, baseline, others, metric)
+    pairs = pair_matrix(chosen, baseline, others, m)
     base_ok = bool(summary.loc[~compared, "bracketed"].all())  # a baseline not run: nothing to bracket
     eligible = summary.loc[compared, "bracketed"].to_numpy(bool) & base_ok
-    calls = decide(d, alpha=alpha, margin=margin, higher_better=higher_is_better(metric), looks=looks,
-                   counts=None if looks is None else counts, eligible=eligible)  # fmt: skip
+    calls = decide(pairs["d"], alpha=alpha, margin=margin, higher_better=m.higher_is_better, looks=looks,
+                   counts=None if looks is None else pairs["counts"], eligible=eligible, test=m.test,
+                   censored=pairs["censored"], pair_values=pairs["pair_values"])  # fmt: skip
+    summary["test"] = np.where(compared, TESTS[m.test], None)
+    if m.test != "t":  # Δ, its spread and p over every pair as the core sees them; no t interval
+        full = paired_tests(pairs["d"], margin, m.test, pairs["censored"], pairs["pair_values"])
+        for column, key in (("delta", "mean"), ("sd_d", "sd"), ("p_value", "p_d"), ("n_pairs", "n"),
+                            ("identical", "identical")):  # fmt: skip
+            summary.loc[compared, column] = full[key]
+        summary.loc[compared, ["delta_lo", "delta_hi", "tost_lo", "tost_hi"]] = np.nan
+        if m.test == "exact":
+            summary.loc[compared, "test"] = np.where(full["fisher"], TESTS["fisher"], TESTS["exact"])
+    summary["identical"] = summary["identical"].astype(bool)
+    summary["n_pairs"] = summary["n_pairs"].astype(int)
     summary["p_holm"], summary["looks"], summary["decision"] = np.nan, 1, "baseline"
     summary.loc[compared, "p_holm"] = calls["p_holm"]
     summary.loc[compared, "looks"] = np.maximum(calls["look"], 1)
     summary.loc[compared, "decision"] = np.where(eligible, CALLS[calls["code"]], "unbracketed")
+    base_share = float(np.nanmean(base[metric])) if len(base) else np.nan
     summary["mde"] = [
-        mde(s, n, alpha) if c else np.nan for s, n, c in zip(summary["sd_d"], summary["n_pairs"], compared, strict=True)
-    ]
+        arm_mde(m.test, s, n, alpha, base_share) if c else np.nan
+        for s, n, c in zip(summary["sd_d"], summary["n_pairs"], compared, strict=True)
+    ]  # fmt: skip
     summary["sensitive"] = None
     if control is not None:
         sensitive = summary.loc[summary["arm"] == control, "decision"].item() == "worse"
@@ -343,6 +581,17 @@ def summarize(
         if not sensitive:
             summary.loc[(summary["decision"] == "equivalent") & ~summary["identical"], "decision"] = "inconclusive"
     return summary[COLUMNS]
+
+
+def arm_mde(test: str, sd_d: float, n: int, alpha: float = ALPHA, base_share: float = np.nan) -> float:
+    """The MDE of `test` over `n` pairs: the paired t's exact one (`mde`), the signed-rank test's by simulation in
+    units of `sd_d` (`rank_mde_factor`), or the change in the share solved McNemar's test detects from the
+    baseline's share (`solved_mde`); inf where the test cannot reject at `alpha` over n pairs."""
+    if test == "rank":
+        return float(sd_d * rank_mde_factor(int(n), alpha)) if np.isfinite(sd_d) and n > 1 else np.nan
+    if test == "exact":
+        return solved_mde(base_share, int(n), alpha)
+    return mde(sd_d, int(n), alpha)
 
 
 def lr_table(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:

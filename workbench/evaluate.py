@@ -1,5 +1,5 @@
 """Mean next-token loss of a model over fixed batches, in plain torch, so it can score a split after fit (the selection
-split, results.json["selection_loss"]) without a Trainer."""
+split, results.json["selection_loss"]) without a Trainer; and the standard error of such a loss over its rows."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def mean_loss(
         model.train(was_training)
     bpb = nats / math.log(2) / n_bytes if n_bytes else None
     return {"loss": nats / max(1, targets), "bpb": bpb, "tokens": targets}
+
+
+def ratio_se(nats: float, targets: float, nats_sq: float, nats_targets: float, targets_sq: float, rows: float) -> float:
+    """Standard error of the loss R = Σ n_i / Σ t_i over `rows` rows (n_i: a row's summed nats, t_i: its labelled
+    targets), from the sums Σn, Σt, Σn², Σnt, Σt²: the ratio estimator's delta-method SE,
+    sqrt(m / (m - 1) · Σ (n_i - R t_i)²) / Σt. With every row the same length it is the SE of the mean of the rows'
+    losses. It measures how much the validation set's sample of rows moves the loss (evaluation noise), not seeds'.
+    NaN below 2 rows or without targets."""
+    if rows < 2 or targets <= 0:
+        return math.nan
+    r = nats / targets
+    spread = max(0.0, nats_sq - 2 * r * nats_targets + r * r * targets_sq)
+    return math.sqrt(rows / (rows - 1) * spread) / targets

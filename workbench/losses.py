@@ -84,3 +84,16 @@ def z_loss_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 
     """Σ over positions whose target is not `ignore_index` of log² Z, Z the output softmax's normaliser (the z-loss
     of PaLM and OLMo-core: it keeps log Z near 0, so the logits cannot drift together), in float32 (or float64)."""
     return _LogZSquaredSum.apply(logits, targets, ignore_index)
+
+
+@torch.no_grad()
+def row_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Per row of `targets` ([rows x positions]): Σ over its labelled targets of -log softmax(logits)[target], in
+    float32 (or float64), chunked as `cross_entropy_sum`. Validation sums these, and their spread over the rows gives
+    val_loss's standard error (`workbench.evaluate.ratio_se`)."""
+    flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    compute = torch.promote_types(logits.dtype, torch.float32)
+    chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
+    lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+    picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
+    return ((lse - picked) * (t != ignore_index)).view(targets.shape).sum(-1)

@@ -376,3 +376,139 @@ def test_an_arm_whose_best_rate_is_an_open_edge_is_unbracketed_and_says_which(tm
     assert "looks: 1 of 2 planned, each testing at α 0.05/2 = 0.025, so 0.025 of α 0.05 is spent" in text
     assert "two-sided α 0.025" in text and "rates within [1e-06, 0.02], step ×3" in text
     capsys.readouterr()
+
+
+# --- the other measures, on sweep dirs whose curves are known --------------------------------------------------------
+
+EIGHT = np.array([0, 10, 20, 30, 10, 0, 20, 30])  # each seed's own head start, in steps, shared by the arms
+
+
+def write_curve(run_dir: Path, cross: float | None, horizon: int = 200, every: int = 10, smooth: int = 4) -> None:
+    """train/loss logged every `every` steps: 3.0, then 0.2 from `smooth - 1` points before `cross`, so the running
+    mean over `smooth` points first falls below 0.5 exactly at `cross` (None: never)."""
+    steps = np.arange(0, horizon + 1, every)
+    low = steps >= (np.inf if cross is None else cross - (smooth - 1) * every)
+    pd.DataFrame({"step": steps, "train/loss": np.where(low, 0.2, 3.0)}).to_csv(run_dir / "metrics.csv", index=False)
+
+
+def speed_grid(root: Path, metric: str, margin: float) -> Path:
+    """base learns at 50 + a seed's head start; late 40 steps after it, never not at all, same with base; every
+    arm ends at base's val loss within ±0.002."""
+    crosses = {"base": 50 + EIGHT, "late": 90 + EIGHT, "never": [None] * 8, "same": 50 + EIGHT}
+    wobble = np.array([0.001, -0.002, 0.0, 0.002, -0.001, 0.001, 0.0, -0.001])
+    for arm, steps in crosses.items():
+        for seed, cross in enumerate(steps):
+            loss = 2.0 + 0.01 * seed + (0.0 if arm in ("base", "same") else wobble[seed])
+            write_run(root, arm, seed, loss, metric=metric, margin=margin)
+            write_curve(root / f"{arm}_s{seed}_lr0.003", cross)
+    return root
+
+
+def test_an_arm_that_learns_later_is_worse_on_steps_to_while_final_loss_calls_it_equivalent(tmp_path, capsys):
+    s = by_arm(report.report(speed_grid(tmp_path / "speed", "steps_to:train/loss<0.5", margin=5.0)))
+    assert s.loc["base", "mean"] == pytest.approx(np.mean(50 + EIGHT))  # the crossing steps as constructed
+    assert s.loc["late", "delta"] == 40.0 and s.loc["never", "censored"] == 8 and s.loc["late", "censored"] == 0
+    assert s.loc["never", "delta"] == pytest.approx(np.mean(200 - 50 - EIGHT))  # censored at the last step, 200
+    p = 2 / 2**8  # every one of 8 pairs later: the exact signed-rank test's smallest two-sided p
+    assert s.loc["late", "p_value"] == pytest.approx(p) and s.loc["late", "p_holm"] == pytest.approx(3 * p)
+    assert s.loc["never", "p_holm"] == pytest.approx(3 * p)  # Holm: 3p, then 2p raised to the running max 3p
+    assert s[["decision"]].to_dict()["decision"] == {"base": "baseline", "late": "worse", "never": "worse",
+                                                     "same": "equivalent"}  # fmt: skip
+    assert set(s.loc[~s["baseline"], "test"]) == {"paired signed-rank, censored last"}
+    text = (tmp_path / "speed" / "summary.md").read_text()
+    assert "- late vs base: worse by 40.000 steps (paired signed-rank, censored last), p_holm 0.023" in text
+    assert "censored at its last step" in text and "running mean over 4 logged points is < 0.5" in text
+    assert (tmp_path / "speed" / "loss_curves.png").stat().st_size > 0
+    final = by_arm(report.report(speed_grid(tmp_path / "final", "val_loss", margin=0.05)))
+    assert final.loc["late", "decision"] == "equivalent" and final.loc["never", "decision"] == "equivalent"
+    capsys.readouterr()
+
+
+def test_solved_is_decided_by_mcnemar_paired_and_by_fisher_when_a_run_failed(tmp_path, capsys):
+    for name, failed_seed in (("paired", None), ("unpaired", 7)):
+        grid = tmp_path / name
+        for arm in ("base", "flaky"):
+            for seed in range(8):
+                write_run(grid, arm, seed, 1.0, metric="solved:val_accuracy>=0.99", margin=0.1)
+                results = grid / f"{arm}_s{seed}_lr0.003" / "results.json"
+                r = json.loads(results.read_text())
+                r["val_accuracy"] = 1.0 if arm == "base" or seed == 0 else 0.5
+                if arm == "flaky" and seed == failed_seed:
+                    r["status"] = "failed"
+                results.write_text(json.dumps(r))
+        s = by_arm(report.report(grid))
+        if failed_seed is None:
+            assert s.loc["flaky", "p_value"] == pytest.approx(stats.binomtest(0, 7).pvalue)  # 7 discordant pairs
+            assert s.loc["flaky", "test"] == "McNemar exact" and s.loc["flaky", "mean"] == 1 / 8
+        else:
+            assert s.loc["flaky", "p_value"] == pytest.approx(stats.fisher_exact([[1, 6], [8, 0]]).pvalue)
+            assert s.loc["flaky", "test"] == "Fisher exact (unpaired)"
+        assert s.loc["flaky", "decision"] == "worse" and s.loc["base", "mean"] == 1.0
+        share = 7 / 8 if failed_seed is None else 1 - 1 / 7  # the shares' difference, paired or not
+        assert f"- flaky vs base: worse by {share:.3f} ({s.loc['flaky', 'test']})" in (grid / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def test_auc_is_the_curves_mean_compared_by_the_paired_t(tmp_path, capsys):
+    grid = tmp_path / "auc"
+    slopes = {"base": np.array([0.010, 0.012, 0.011]), "slow": np.array([0.007, 0.008, 0.0085])}
+    expected = {}
+    for arm, per_seed in slopes.items():
+        for seed, k in enumerate(per_seed):
+            write_run(grid, arm, seed, 1.0, metric="auc:train/loss")
+            steps = np.array([0, 20, 50, 100])  # a line: its mean over [0, 100] is its value at 50
+            pd.DataFrame({"step": steps, "train/loss": 3.0 - k * steps}).to_csv(
+                grid / f"{arm}_s{seed}_lr0.003" / "metrics.csv", index=False)  # fmt: skip
+            expected[arm, seed] = 3.0 - k * 50
+    s = by_arm(report.report(grid))
+    a, b = (np.array([expected[arm, i] for i in range(3)]) for arm in ("slow", "base"))
+    assert s.loc["slow", "mean"] == pytest.approx(a.mean(), rel=1e-12)
+    assert s.loc["slow", "p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+    assert s.loc["slow", "decision"] == "worse" and s.loc["slow", "test"] == "paired t"
+    capsys.readouterr()
+
+
+def test_the_noise_floor_the_aa_arm_and_a_coarse_control_are_stated(tmp_path, capsys):
+    base = 2.0 + SEED_EFFECT[:2]
+    grid = write_grid(tmp_path / "g", {"base": base, "base_aa": base, "ctrl": base + 0.3 + np.array([0.01, -0.01])},
+                      control="ctrl", margin=0.05, aa=True)  # fmt: skip
+    for results in grid.glob("*/results.json"):
+        r = json.loads(results.read_text())
+        results.write_text(json.dumps({**r, "val_loss_se": 0.02}))
+    s = by_arm(report.report(grid))
+    assert s.loc["base", "seed_sd"] == pytest.approx(base.std(ddof=1)) and s.loc["base", "eval_se"] == 0.02
+    lines = (grid / "summary.md").read_text().splitlines()
+    assert "- A/A arm base_aa (the baseline's config under its own name): equivalent, as it must be" in "\n".join(lines)
+    coarse = "- control ctrl: its effect 0.300 nats is 6.0× the margin ±0.05 nats: coarse"
+    assert any(x.startswith(coarse) for x in lines)
+    assert any(x.startswith("- **the validation set is too small to see seed effects**: eval_se 0.020") for x in lines)
+    assert any(x.startswith("- **fewer than 3 seeds** (2)") for x in lines)
+    capsys.readouterr()
+
+
+def test_eval_average_decides_on_the_mean_of_the_last_evaluations(tmp_path, capsys):
+    grid = tmp_path / "avg"
+    last3 = {}
+    for arm, shift in (("base", 0.0), ("arm", 0.1)):
+        for seed in range(3):
+            write_run(grid, arm, seed, 9.9, eval_average=3)  # results.json's final value is not what is compared
+            evals = 2.0 + shift + 0.01 * seed + np.array([0.5, 0.03, -0.02, 0.04])
+            pd.DataFrame({"step": [0, 10, 20, 30], "val/loss": evals}).to_csv(
+                grid / f"{arm}_s{seed}_lr0.003" / "metrics.csv", index=False)  # fmt: skip
+            last3[arm, seed] = evals[-3:].mean()
+    s = by_arm(report.report(grid))
+    assert s.loc["arm", "mean"] == pytest.approx(np.mean([last3["arm", i] for i in range(3)]), rel=1e-12)
+    assert s.loc["arm", "delta"] == pytest.approx(0.1, rel=1e-9)
+    assert "val_loss is each run's mean over its last 3 evaluations" in (grid / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def test_a_committed_study_reports_as_before_with_the_new_columns(tmp_path, capsys):
+    """notebooks/results/local_global_ratio predates val_loss_se and the measures: the same calls (every arm
+    unbracketed: docs/decisions.md), seed_sd its std, no eval_se, no censored runs, the paired t."""
+    s = by_arm(report.report(REPO / "notebooks" / "results" / "local_global_ratio", tmp_path))
+    assert set(s["decision"]) == {"baseline", "unbracketed"}
+    assert np.allclose(s["seed_sd"], s["std"], equal_nan=True) and s["eval_se"].isna().all()
+    assert (s["censored"] == 0).all() and set(s.loc[~s["baseline"], "test"]) == {"paired t"}
+    assert "coarse (above 5×)" in (tmp_path / "summary.md").read_text()  # local's 2.16 nats against ±0.1
+    capsys.readouterr()

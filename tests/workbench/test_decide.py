@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from workbench import decide as dc
+from workbench import measures
 
 ALPHA, GRIDS, ARMS, SD = 0.05, 4000, 3, 1.0
 LOOKS = dc.planned_looks(3, 3, 12)  # 3 first seeds, 3 more per round, at most 12: 4 looks
@@ -242,3 +243,73 @@ def test_summarize_tests_at_the_per_look_alpha_and_keeps_a_call_made_at_an_earli
     assert s.loc["far", ["decision", "looks", "n_seeds"]].tolist() == ["worse", 1, 3]
     assert s.loc["near", ["looks", "n_seeds"]].tolist() == [2, 6]
     assert s.loc["near", "p_holm"] == pytest.approx(2 * p)  # far, decided, still counts in the family
+
+
+# --- the other measures' tests: signed-rank (steps_to, censored), McNemar / Fisher (solved) ----------------------
+
+
+def test_the_signed_rank_p_is_scipys_exact_wilcoxon_without_ties():
+    rng = np.random.default_rng(11)
+    d = rng.normal(0.4, 1.0, (50, 9))
+    for alternative in ("two-sided", "greater", "less"):
+        ours, _ = dc._rank_p(d, alternative)
+        ref = [stats.wilcoxon(row, method="exact", alternative=alternative).pvalue for row in d]
+        assert ours == pytest.approx(ref, rel=1e-12)
+    # above MAX_EXACT_PAIRS: scipy's normal approximation without continuity correction
+    big = rng.normal(0.2, 1.0, (20, dc.MAX_EXACT_PAIRS + 4))
+    ref = [stats.wilcoxon(row, method="asymptotic", correction=False).pvalue for row in big]
+    assert dc._rank_p(big, "two-sided")[0] == pytest.approx(ref, rel=1e-9)
+
+
+def censored_grids(delays: list[float], seeds: int, seed: int, horizon: float = 80.0):
+    """[grids x arms x seeds] steps_to differences at a common horizon, and the censored pairs: a seed's own speed
+    (shared by the arms, as in training) times each run's noise, every arm `delay` later; a crossing past the
+    horizon is censored there: about a quarter of the runs, four pairs in ten."""
+    rng = np.random.default_rng(seed)
+    shared = rng.lognormal(np.log(60), 0.3, (GRIDS, 1, seeds))
+    base = shared * rng.lognormal(0, 0.3, (GRIDS, 1, seeds))
+    arms = shared * rng.lognormal(0, 0.3, (GRIDS, len(delays), seeds)) + np.asarray(delays)[:, None]
+    h = np.full(arms.shape, horizon)
+    return measures.at_common_horizon(arms, arms > horizon, h, base, base > horizon, h[:, :1])
+
+
+def test_the_rank_test_keeps_wrong_calls_within_alpha_under_heavy_censoring_and_sees_a_delay():
+    d, censored = censored_grids([0.0, 0.0, 0.0], seeds=8, seed=21)
+    assert 0.2 < censored.mean() < 0.6
+    out = dc.decide(d, alpha=ALPHA, margin=10.0, test="rank", censored=censored)
+    assert within_alpha(((out["code"] == 1) | (out["code"] == 2)).any(-1).mean())
+    # equivalence is never read from censored pairs: a grid where every pair is censored stays inconclusive
+    assert (out["code"][censored.any(-1)] != 3).all()
+    late, cens = censored_grids([30.0], seeds=8, seed=22)
+    called = dc.decide(late, alpha=ALPHA, test="rank", censored=cens)
+    assert (called["code"] == 2).mean() > 0.5 and not (called["code"] == 1).any()  # later: worse, never better
+
+
+def test_the_rank_mde_has_80_percent_power_in_an_independent_simulation_and_none_below_6_seeds():
+    assert np.isinf(dc.rank_mde_factor(5)) and np.isfinite(dc.rank_mde_factor(6))  # 2 / 2**5 > 0.05
+    shift = dc.rank_mde_factor(8)
+    d = np.random.default_rng(99).normal(shift, 1.0, (4000, 8))  # other draws than the ones it was solved on
+    power = (stats.wilcoxon(d, axis=-1, method="exact").pvalue < ALPHA).mean()
+    assert power == pytest.approx(dc.POWER, abs=0.035)  # 3 sd of two 4,000-draw estimates
+    assert dc.mde(1.0, 8) < shift < 1.2 * dc.mde(1.0, 8)  # Wilcoxon's efficiency vs the t on normal data: 95%
+
+
+def test_mcnemar_and_its_power_against_the_binomial_test_and_a_simulation():
+    for up, down in [(0, 7), (2, 9), (3, 3), (5, 0)]:
+        assert dc.mcnemar_p(np.array(up), np.array(down)) == pytest.approx(stats.binomtest(up, up + down).pvalue)
+    assert dc.mcnemar_p(np.array(0), np.array(0)) == 1.0
+    rng = np.random.default_rng(3)
+    a, b = rng.random((20_000, 12)) < 0.9, rng.random((20_000, 12)) < 0.3
+    simulated = (dc.mcnemar_p((a & ~b).sum(-1), (~a & b).sum(-1)) < ALPHA).mean()
+    assert dc.solved_power(0.3, 0.9, 12) == pytest.approx(simulated, abs=4 * np.sqrt(0.25 / 20_000))
+    assert np.isinf(dc.solved_mde(0.5, 5))  # 5 discordant pairs at best: p = 2 / 32 > 0.05
+
+
+def test_solved_is_mcnemar_paired_and_fisher_when_a_run_lost_its_partner():
+    a = np.array([[1.0, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, np.nan]])
+    b = np.ones((1, 8))
+    out = dc.paired_tests(a - b, None, "exact", pair_values=(a, b))
+    assert out["p_d"][0] == pytest.approx(stats.binomtest(0, 7).pvalue) and not out["fisher"][0]
+    assert out["fisher"][1] and out["p_d"][1] == pytest.approx(stats.fisher_exact([[6, 1], [8, 0]]).pvalue)
+    calls = dc.decide(a - b, alpha=ALPHA, higher_better=True, test="exact", pair_values=(a, b))
+    assert dc.CALLS[calls["code"]].tolist() == ["worse", "inconclusive"]

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from workbench.accounting import iso_flop_steps
 from workbench.config import ModelConfig
+from workbench.decide import aa_arm
 from workbench.precision import resolve_precision
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError, from_omegaconf
@@ -35,7 +36,8 @@ NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar"
 
 
 def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every arm of a grid: its `arms`, then one per combination of the `factors`' levels (in their order)."""
+    """Every arm of a grid: its `arms`, then one per combination of the `factors`' levels (in their order), then with
+    `aa: true` the A/A arm `<baseline>_aa`, the baseline's keys under a name of its own (`decide.aa_arm`)."""
     arms = {name: dict(keys) for name, keys in ablation["arms"].items()}
     factors = [list(levels.items()) for levels in ablation["factors"].values()]
     for combo in itertools.product(*factors) if factors else ():
@@ -43,6 +45,15 @@ def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if name in arms:
             raise ConfigError(f"ablation.factors: the combination {name!r} is also an arm of ablation.arms")
         arms[name] = {k: v for _, keys in combo for k, v in keys.items()}
+    base = ablation.get("baseline")
+    if ablation.get("aa") and arms:
+        if base not in arms:
+            raise ConfigError(f"ablation.aa: got true with baseline {base!r}; allowed: true only with an "
+                              f"ablation.baseline naming an arm ({', '.join(arms)})")  # fmt: skip
+        if aa_arm(base) in arms:
+            raise ConfigError(f"ablation.aa: the A/A arm's name {aa_arm(base)!r} is already an arm; allowed: "
+                              "rename that arm, or aa: false")  # fmt: skip
+        arms[aa_arm(base)] = dict(arms[base])
     return arms
 
 

@@ -18,7 +18,8 @@ from workbench.checkpoints import MODEL_CONFIG_KEY
 from workbench.config import ModelConfig
 from workbench.data.bundle import IGNORE, Batch
 from workbench.distill import Distiller
-from workbench.losses import cross_entropy_sum, z_loss_sum
+from workbench.evaluate import ratio_se
+from workbench.losses import cross_entropy_sum, row_cross_entropy, z_loss_sum
 from workbench.model import build_model
 from workbench.optim import build_optimizer
 from workbench.training.strategy import fully_shard_model, total_grad_norm
@@ -32,7 +33,8 @@ class NonFiniteLossError(FloatingPointError):
         self.step = step
 
 
-VAL_SUMS = ("nats", "targets", "correct", "bytes", "kd_nats")
+# the validation sums; the per-row ones (n_i: a row's nats, t_i: its targets) give val/loss's standard error
+VAL_SUMS = ("nats", "targets", "correct", "bytes", "kd_nats", "rows", "nats_sq", "nats_targets", "targets_sq")
 
 
 class LMModule(L.LightningModule):
@@ -186,11 +188,17 @@ class LMModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         nats, logits = self._nats(batch)
+        row_nats = row_cross_entropy(logits, batch[1]).double()  # val/loss stays `nats`: the same number as before
+        row_targets = (batch[1] != IGNORE).sum(-1).double()
         y = batch[1].flatten()
         mask = y != IGNORE
         s = self.val_sums
         s["nats"].update(nats)
         s["targets"].update(mask.sum())
+        s["rows"].update(row_nats.numel())
+        s["nats_sq"].update((row_nats**2).sum())
+        s["nats_targets"].update((row_nats * row_targets).sum())
+        s["targets_sq"].update((row_targets**2).sum())
         s["correct"].update(((logits.flatten(0, 1).argmax(-1) == y) & mask).sum())
         if self.token_bytes is not None:
             s["bytes"].update((self.token_bytes[y.clamp(min=0)] * mask).sum())
@@ -202,6 +210,8 @@ class LMModule(L.LightningModule):
         s = {k: metric.compute() for k, metric in self.val_sums.items() if metric.update_called}
         targets = s["targets"].clamp(min=1)
         self.log("val/loss", s["nats"] / targets, prog_bar=True)
+        sums = (s[k].item() for k in ("nats", "targets", "nats_sq", "nats_targets", "targets_sq", "rows"))
+        self.log("val/loss_se", ratio_se(*sums))  # the evaluation's own noise: results.json's val_loss_se
         self.log("val/accuracy", s["correct"] / targets)
         if self.token_bytes is not None:
             self.log("val/bpb", s["nats"] / math.log(2) / s["bytes"], prog_bar=True)

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from workbench import decide
+from workbench import decide, measures
 from workbench.training.grid import flatten
 from workbench.training.results import RESULTS_FILE
 from workbench.training.sweep import ARM, LR, SEED, SweepJob
@@ -46,6 +46,8 @@ class Settings:
     metric: str
     pilot_seeds: int | None
     underpowered: str
+    smooth: int
+    eval_average: int | None
 
     @classmethod
     def of(cls, ablation: DictConfig, seeds: list[Any], lrs: list[float]) -> Settings:
@@ -54,7 +56,8 @@ class Settings:
                    decide.log_step(sorted(lrs)) if lrs else 3.0, first, int(ablation.seed_step or first),
                    None if ablation.max_seeds is None else int(ablation.max_seeds), decide.ALPHA, ablation.baseline,
                    ablation.control, None if ablation.margin is None else float(ablation.margin),
-                   str(ablation.metric), ablation.pilot_seeds, str(ablation.underpowered))  # fmt: skip
+                   str(ablation.metric), ablation.pilot_seeds, str(ablation.underpowered), int(ablation.smooth),
+                   None if ablation.eval_average is None else int(ablation.eval_average))  # fmt: skip
 
     @property
     def looks(self) -> list[int]:
@@ -72,14 +75,15 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 
 def runs_frame(jobs: list[SweepJob]) -> pd.DataFrame:
-    """One row per job: its arm, seed and rate, and its results.json's numbers (status "incomplete" without one)."""
+    """One row per job: its arm, seed, rate and run dir (where a curve measure reads metrics.csv), and its
+    results.json's numbers (status "incomplete" without one)."""
     rows = []
     for job in jobs:
         cfg = job.run.cfg
         results = read_results(job.run.run_dir) or {"status": "incomplete"}
         flat = {k: v for k, v in flatten(results).items() if not isinstance(v, dict | list)}
         rows.append({**flat, ARM: cfg.ablation.arm, SEED: int(cfg.seed), LR: float(cfg.optim.lr),
-                     "model.vocab_size": int(cfg.model.vocab_size)})  # fmt: skip
+                     "model.vocab_size": int(cfg.model.vocab_size), "run_dir": str(job.run.run_dir)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -112,7 +116,8 @@ def decisions(runs: pd.DataFrame, s: Settings, look: int) -> pd.DataFrame:
     table = decide.brackets(done, bounds=s.bounds, step=s.step, bracket=s.bracket)
     return decide.summarize(done, s.baseline or str(done[ARM].iloc[0]), s.metric, margin=s.margin,
                             control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks), looks=s.looks[:look],
-                            bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)))  # fmt: skip
+                            bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)), smooth=s.smooth,
+                            eval_average=s.eval_average)  # fmt: skip
 
 
 def more_seeds(runs: pd.DataFrame, s: Settings, look: int) -> tuple[list[dict[str, str]], str]:
@@ -164,9 +169,10 @@ def noise(runs: pd.DataFrame, s: Settings) -> tuple[float, int]:
     """The baseline's seed-to-seed SD of the grid's metric (pooled over its rates, each with 2 or more completed
     seeds) and the number of runs it rests on; NaN when fewer than 2 seeds completed at any rate."""
     base = runs[(runs[ARM] == s.baseline) & (runs["status"] == "completed")]
-    if s.metric not in base:
+    if base.empty:
         return float("nan"), 0
-    groups = [g[s.metric].astype(float) for _, g in base.groupby(LR) if g[s.metric].notna().sum() >= 2]
+    base = base.assign(value=measures.values(base, s.metric, smooth=s.smooth, eval_average=s.eval_average)["value"])
+    groups = [g["value"].astype(float) for _, g in base.groupby(LR) if g["value"].notna().sum() >= 2]
     if not groups:
         return float("nan"), 0
     pooled = sum(g.var(ddof=1) * (len(g) - 1) for g in groups) / sum(len(g) - 1 for g in groups)

@@ -154,7 +154,7 @@ def _summary(
     speed = throughput.latest()
     return {
         "train_loss": m.get("train/loss", module.last_train_loss),  # the global batch's loss under DDP/FSDP
-        "val_loss": m.get("val/loss"), "val_bpb": m.get("val/bpb"),
+        "val_loss": m.get("val/loss"), "val_loss_se": m.get("val/loss_se"), "val_bpb": m.get("val/bpb"),
         "val_accuracy": m.get("val/accuracy"), "steps": trainer.global_step,
         "tokens_seen": trainer.global_step * trainer.accumulate_grad_batches * tokens,
         "tokens_per_s": speed.get("lengths", 0) * trainer.world_size / speed["time"] if speed.get("time") else None,

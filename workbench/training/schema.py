@@ -24,6 +24,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from workbench import measures
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
 
@@ -68,7 +69,6 @@ DistillKind = StrEnum("DistillKind", "none sampled topk full on_policy", module=
 OffPolicyKind = StrEnum("OffPolicyKind", "none sampled topk full", module=__name__)  # on_policy's other rows
 Support = StrEnum("Support", "full topk", module=__name__)  # on_policy's divergence: whole vocabulary or top-k
 Accelerator = StrEnum("Accelerator", "auto cpu gpu cuda mps tpu", module=__name__)
-Metric = StrEnum("Metric", "val_loss val_bpb val_accuracy", module=__name__)  # what analysis.report compares
 DocumentPositions = StrEnum("DocumentPositions", "restart continue", module=__name__)  # RoPE under document_mask
 
 
@@ -331,7 +331,11 @@ class AblationConfig:
     baseline: str | None = None
     control: str | None = None  # an arm that must come out `worse` if the design can see the factor
     factor: str | None = None
-    metric: Metric = Metric.val_loss  # the results.json number analysis.report compares the arms on
+    # what the arms are compared on: a final value, steps_to:, solved: or auc: (workbench.measures)
+    metric: str = ranged("val_loss", measures.ALLOWED, measures.is_metric)
+    smooth: int = integer(measures.SMOOTH, 1)  # steps_to: the running mean over this many logged points
+    eval_average: int | None = integer(None, 1, null=True)  # final values: the mean of the last k evaluations
+    aa: bool = False  # true: an A/A arm, the baseline's config as `<baseline>_aa`, which must not differ from it
     margin: float | None = number(None, null=True)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
