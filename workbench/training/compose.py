@@ -37,7 +37,8 @@ def register_configs() -> None:
 def compose_train(overrides: list[str], hydra_node: bool = False, config_dir: Path = CONF_DIR,
                   config_name: str = "train", check: bool = False) -> DictConfig:  # fmt: skip
     """The composed `train` config for these command-line overrides (with the `hydra` node when asked); `check`:
-    first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one)."""
+    first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one),
+    and a grid file that fails to compose is named with its key (`grid_check.composition_error`)."""
     register_configs()
     with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
         loader = GlobalHydra.instance().config_loader()

@@ -5,7 +5,8 @@ A grid (workbench/conf/ablation/<name>.yaml) is data: `arms` (name -> {dotted.ke
 The sweeper (`training.sweep`) crosses `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`); each job's arm
 is applied here, with the schema's struct mode on: a key the schema lacks or a value of the wrong type is a
 `ConfigError` naming the grid, the arm, the key and the closest valid keys, in the command line's words
-(`training.errors`). A run's id hashes the config's difference from the schema defaults, so a key added later at
+(`training.errors`); the grid as a whole (shapes, names, seeds, rates, every arm's keys) is checked once before, by
+`training.grid_check`. A run's id hashes the config's difference from the schema defaults, so a key added later at
 its default changes no id.
 """
 

@@ -64,86 +64,89 @@ def grid_file(cfg: DictConfig) -> str | None:
     return f"ablation/{choice}.yaml"
 
 
-def bad(label: str, key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{label}: ablation.{key}: got {value!r}; allowed: {allowed}")
+def bad(at: str, key: str, value: Any, allowed: str) -> ConfigError:
+    """`<at>ablation.<key>: got <value>; allowed: <allowed>` (`at`: `grid file <path>: `, or empty without one)."""
+    return ConfigError(f"{at}ablation.{key}: got {value!r}; allowed: {allowed}")
 
 
-def check_shape(a: Mapping[str, Any], label: str) -> None:
+def check_shape(a: Mapping[str, Any], at: str) -> None:
     """The shape of an `ablation` node (plain values, as written): maps where maps go, lists where lists go, every
     arm and level a map of keys, every factor with levels, every arm and level name plain."""
     for key, allowed in MAPS.items():
         if key in a and not isinstance(a[key], Mapping):
-            raise bad(label, key, a[key], allowed)
+            raise bad(at, key, a[key], allowed)
     for key, allowed in LISTS.items():
         if key in a and not isinstance(a[key], list):
-            raise bad(label, key, a[key], allowed)
+            raise bad(at, key, a[key], allowed)
     for name, keys in a.get("arms", {}).items():
-        check_name(label, f"arms.{name}", name)
+        check_name(at, f"arms.{name}", name)
         if not isinstance(keys, Mapping):
-            raise bad(label, f"arms.{name}", keys, f"a map {KEYS} ({{}}: the config as is)")
+            raise bad(at, f"arms.{name}", keys, f"a map {KEYS} ({{}}: the config as is)")
     for factor, levels in a.get("factors", {}).items():
         if isinstance(levels, list):
-            raise bad(label, f"factors.{factor}", levels, f"a map level name -> {KEYS}, not a list: name each level")
+            raise bad(at, f"factors.{factor}", levels, f"a map level name -> {KEYS}, not a list: name each level")
         if not isinstance(levels, Mapping) or not levels:
-            raise bad(label, f"factors.{factor}", levels, f"at least one level: a map level name -> {KEYS}")
+            raise bad(at, f"factors.{factor}", levels, f"at least one level: a map level name -> {KEYS}")
         for level, keys in levels.items():
-            check_name(label, f"factors.{factor}.{level}", level)
+            check_name(at, f"factors.{factor}.{level}", level)
             if not isinstance(keys, Mapping):
-                raise bad(label, f"factors.{factor}.{level}", keys, f"a map {KEYS} ({{}}: the config as is)")
+                raise bad(at, f"factors.{factor}.{level}", keys, f"a map {KEYS} ({{}}: the config as is)")
 
 
-def check_name(label: str, key: str, name: Any) -> None:
+def check_name(at: str, key: str, name: Any) -> None:
+    """A name that becomes a dir (the sweep's, an arm's run dirs) is plain: no `/`, `..`, spaces or dots."""
     if not isinstance(name, str) or not PLAIN.fullmatch(name):
-        raise ConfigError(f"{label}: ablation.{key}: the name {name!r} is not plain; allowed: {PLAIN_WORDS}")
+        raise ConfigError(f"{at}ablation.{key}: the name {name!r} is not plain; allowed: {PLAIN_WORDS}")
 
 
 def check_grid(cfg: DictConfig) -> None:
     """Every rule of the grid in `cfg` (composed, its `hydra` node kept to name the file): a `ConfigError` naming
-    the grid file, the key and what is allowed. Without a grid (no file, no arms) only `ablation.name` is checked."""
+    the grid file, the key and what is allowed. Without a grid (no file, no arms) only `ablation.name` is checked:
+    it names the sweep dir of any multirun."""
     file = grid_file(cfg)
-    label = f"grid file {file}" if file else "ablation"
+    at = f"grid file {file}: " if file else ""  # what each error begins with
     node = cfg.ablation
     a = OmegaConf.to_container(node, resolve=False)
-    value = resolver(node, label)
-    check_name(label, "name", value("name"))
+    value = resolver(node, at)
+    check_name(at, "name", value("name"))
     if file is None and not a["arms"] and not a["factors"]:
         return
-    check_shape(a, label)
-    check_vars(OmegaConf.to_container(cfg, resolve=False), a, label)
-    arms = check_arms(a, label)
+    check_shape(a, at)
+    check_vars(OmegaConf.to_container(cfg, resolve=False), a, at)
+    arms = check_arms(a, at)
     ranged = {f: value(f) for f in ("name", "margin", "lr_bounds", "max_seeds", "seed_step")}
     for key, got, allowed in field_errors(AblationConfig(**ranged), "ablation."):
-        raise ConfigError(f"{label}: {key}: got {got!r}; allowed: {allowed}")
+        raise ConfigError(f"{at}{key}: got {got!r}; allowed: {allowed}")
     for key in ("seeds", "quick_seeds"):
-        check_distinct(label, key, value(key), SEEDS, lambda s: isinstance(s, int) and s >= 0)
+        check_distinct(at, key, value(key), SEEDS, lambda s: isinstance(s, int) and s >= 0)
     low, high = value("lr_bounds")
-    check_distinct(label, "lrs", value("lrs"), f"{LISTS['lrs']}, within ablation.lr_bounds [{low}, {high}]",
+    check_distinct(at, "lrs", value("lrs"), f"{LISTS['lrs']}, within ablation.lr_bounds [{low}, {high}]",
                    lambda r: isinstance(r, int | float) and math.isfinite(r) and low <= r <= high)  # fmt: skip
     seeds = value("quick_seeds" if value("quick") else "seeds")
     if (most := value("max_seeds")) is not None and most < len(seeds):
-        raise bad(label, "max_seeds", most, f"null, or at least the {len(seeds)} seeds the grid starts with {seeds}")
+        raise bad(at, "max_seeds", most, f"null, or at least the {len(seeds)} seeds the grid starts with {seeds}")
     for key in ("baseline", "control"):
         if (arm := value(key)) is not None and arm not in arms:
-            raise bad(label, key, arm, f"an arm of the grid ({', '.join(arms)})")
+            raise bad(at, key, arm, f"an arm of the grid ({', '.join(arms)})")
     if value("control") is not None and value("control") == value("baseline"):
-        raise bad(label, "control", value("control"), "an arm other than the baseline (it must come out worse)")
-    check_keys(cfg, label, value("quick"), value("name"))
+        raise bad(at, "control", value("control"), "an arm other than the baseline (it must come out worse)")
+    check_keys(cfg, at, value("quick"), value("name"))
 
 
-def check_keys(cfg: DictConfig, label: str, quick: bool, name: str) -> None:
+def check_keys(cfg: DictConfig, at: str, quick: bool, name: str) -> None:
     """Every key of `quick_overrides` (in either mode: quick mode is a grid's first run) and of every arm (in this
     mode) through the schema, as each job applies them: a single run of one arm checks the others too."""
-    base = copy.deepcopy(cfg)
+    base = cfg.copy()  # shallow: the `hydra` node leaves this copy only
     with open_dict(base):
         base.pop("hydra", None)
     fast = copy.deepcopy(base)
-    apply_quick(fast, f"{label}, ablation.quick_overrides")
-    run = fast if quick else base
+    apply_quick(fast, f"{at}ablation.quick_overrides")
+    run = fast if quick else base  # each arm applied to a copy of it
     for arm, keys in arm_table(OmegaConf.to_container(run.ablation, resolve=False)).items():
         apply(copy.deepcopy(run), keys, f"grid {name}, arm {arm}")
 
 
-def resolver(node: DictConfig, label: str) -> Any:
+def resolver(node: DictConfig, at: str) -> Any:
     """`value(key)`: the resolved plain value of `node[key]`, a failed interpolation a `ConfigError` naming it."""
 
     def value(key: str) -> Any:
@@ -151,36 +154,37 @@ def resolver(node: DictConfig, label: str) -> Any:
             v = node[key]
             return OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
         except OmegaConfBaseException as e:
-            raise ConfigError(f"{label}: {from_composition(e)}") from e
+            raise ConfigError(f"{at}{from_composition(e)}") from e
 
     return value
 
 
-def check_arms(a: Mapping[str, Any], label: str) -> list[str]:
+def check_arms(a: Mapping[str, Any], at: str) -> list[str]:
     """Every arm's name (`arms`, then the factors' product): at least one, each once."""
     names = list(a["arms"])
     combos = ["_".join(c) for c in itertools.product(*[list(levels) for levels in a["factors"].values()])]
     for name in combos if a["factors"] else []:
         if name in names:
             where = "an arm of ablation.arms" if name in a["arms"] else "another combination of levels"
-            raise ConfigError(f"{label}: ablation.factors: the combination {name!r} is also {where}; allowed: "
+            raise ConfigError(f"{at}ablation.factors: the combination {name!r} is also {where}; allowed: "
                               "level names whose combinations (<level>_<level>) name no other arm")  # fmt: skip
         names.append(name)
     if not names:
-        raise bad(label, "arms", a["arms"], f"at least one arm: ablation.arms ({MAPS['arms']}) or ablation.factors")
+        raise bad(at, "arms", a["arms"], f"at least one arm: ablation.arms ({MAPS['arms']}) or ablation.factors")
     return names
 
 
-def check_distinct(label: str, key: str, values: list[Any], allowed: str, ok: Any) -> None:
+def check_distinct(at: str, key: str, values: list[Any], allowed: str, ok: Any) -> None:
+    """Each value once and `ok`; at least one, except rates (none: the config's own `optim.lr`)."""
     if key != "lrs" and not values:
-        raise bad(label, key, values, f"at least one: {allowed}")
+        raise bad(at, key, values, f"at least one: {allowed}")
     twice = [v for v, n in Counter(values).items() if n > 1]
     if twice or not all(ok(v) for v in values):
         more = f" ({twice[0]!r} twice: it would be priced and trained twice)" if twice else ""
-        raise ConfigError(f"{label}: ablation.{key}: got {values!r}{more}; allowed: {allowed}")
+        raise ConfigError(f"{at}ablation.{key}: got {values!r}{more}; allowed: {allowed}")
 
 
-def check_vars(config: Mapping[str, Any], a: Mapping[str, Any], label: str) -> None:
+def check_vars(config: Mapping[str, Any], a: Mapping[str, Any], at: str) -> None:
     """Every `${ablation.vars.<name>}` anywhere in the config names a var of `ablation.vars` (or one quick mode
     sets)."""
     known = set(a["vars"])
@@ -193,7 +197,7 @@ def check_vars(config: Mapping[str, Any], a: Mapping[str, Any], label: str) -> N
         for name in VAR.findall(text) if "${" in text else []:
             if name not in known:
                 allowed = ", ".join(sorted(known)) or "none (ablation.vars is empty)"
-                raise ConfigError(f"{label}: {key}: ${{ablation.vars.{name}}} names no var of ablation.vars; "
+                raise ConfigError(f"{at}{key}: ${{ablation.vars.{name}}} names no var of ablation.vars; "
                                   f"allowed: {allowed}")  # fmt: skip
 
 
@@ -218,7 +222,7 @@ def composition_error(e: BaseException, overrides: list[str], roots: list[Path])
     file = next((f for f in files if f.is_file()), None)
     if file is None:
         return None
-    label = f"grid file {shown(file)}"
+    at = f"grid file {shown(file)}: "
     try:
         raw = OmegaConf.load(file)
     except yaml.YAMLError as err:
@@ -226,8 +230,8 @@ def composition_error(e: BaseException, overrides: list[str], roots: list[Path])
     text = str(from_composition(e))
     if not GLOBAL.match(file.read_text()):  # Hydra puts the file under `ablation.`, where its keys fail
         if "'ablation.ablation" in text or "@ablation." in text:
-            return ConfigError(f"{label}: its keys landed under 'ablation.' ({text}); allowed: a grid file whose "
+            return ConfigError(f"{at}its keys landed under 'ablation.' ({text}); allowed: a grid file whose "
                                "first line is `# @package _global_` (add that line)")  # fmt: skip
     elif isinstance(node := raw.get("ablation") if isinstance(raw, DictConfig) else None, DictConfig):
-        check_shape(OmegaConf.to_container(node, resolve=False), label)
-    return ConfigError(f"{label}: {text}") if f"'ablation/{chosen[-1]}'" in str(e) else None
+        check_shape(OmegaConf.to_container(node, resolve=False), at)
+    return ConfigError(f"{at}{text}") if f"'ablation/{chosen[-1]}'" in str(e) else None
