@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -211,9 +212,10 @@ def strings(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def composition_error(e: BaseException, overrides: list[str], roots: list[Path]) -> ConfigError | None:
-    """A composition that failed in the chosen grid file, named: its YAML, the shape of its `ablation` node, or the
-    failure prefixed with the file. `roots`: the config dirs searched (`hydra.searchpath`'s are added here). None when
-    no grid file was chosen or the failure is elsewhere."""
+    """A composition that failed in the chosen grid file, named: its YAML, its header, the shape of its `ablation`
+    node (raised by `check_shape`), an `override /<group>` of its defaults, or the failure prefixed with the file.
+    `roots`: the config dirs searched (`hydra.searchpath`'s are added here). None when no grid file was chosen or
+    the failure is elsewhere."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     chosen = [o.value() for o in parsed if o.key_or_group == "ablation" and not o.is_sweep_override()]
     extra = [str(d) for o in parsed if o.key_or_group == "hydra.searchpath" for d in o.value() or []]
@@ -228,10 +230,22 @@ def composition_error(e: BaseException, overrides: list[str], roots: list[Path])
     except yaml.YAMLError as err:
         return from_yaml(err)
     text = str(from_composition(e))
+    tree = OmegaConf.to_container(raw, resolve=False) if isinstance(raw, DictConfig) else {}
     if not GLOBAL.match(file.read_text()):  # Hydra puts the file under `ablation.`, where its keys fail
         if "'ablation.ablation" in text or "@ablation." in text:
             return ConfigError(f"{at}its keys landed under 'ablation.' ({text}); allowed: a grid file whose "
                                "first line is `# @package _global_` (add that line)")  # fmt: skip
-    elif isinstance(node := raw.get("ablation") if isinstance(raw, DictConfig) else None, DictConfig):
-        check_shape(OmegaConf.to_container(node, resolve=False), at)
+    elif "ablation" in tree:
+        if not isinstance(tree["ablation"], Mapping):
+            return ConfigError(f"{at}ablation: got {tree['ablation']!r}; allowed: a map of the grid's keys (name, "
+                               "arms or factors, seeds, ...)")  # fmt: skip
+        check_shape(tree["ablation"], at)
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file in overridden(tree.get("defaults")):
+        return ConfigError(f"{at}defaults: {text}")  # Hydra names the primary config for the grid's own override
     return ConfigError(f"{at}{text}") if f"'ablation/{chosen[-1]}'" in str(e) else None
+
+
+def overridden(defaults: Any) -> set[str]:
+    """`<group>/<option>` of each `override /<group>: <option>` of a raw defaults list."""
+    entries = [kv for d in defaults if isinstance(d, Mapping) for kv in d.items()] if isinstance(defaults, list) else []
+    return {f"{k.split()[-1].strip('/')}/{v}" for k, v in entries if k.startswith("override ")}

@@ -109,7 +109,11 @@ CASES = {
     # the whole file
     "no package line": (grid(ARMS, head="defaults:\n  - _base\n  - _self_\n"), [],
                         [FILE, "first line is `# @package _global_`"]),
-    "ablation a list": (f"{HEAD}ablation: [a, b]\n", [], [FILE, "ablation"]),
+    "ablation a list": (f"{HEAD}ablation: [a, b]\n", [], [FILE, "ablation: got ['a', 'b']", "a map of the grid's"]),
+    "ablation empty": (f"{HEAD}ablation:\n", [], [FILE, "ablation: got None", "a map of the grid's keys"]),
+    "no ablation": (HEAD, [], [FILE, "ablation.arms: got {}", "at least one arm"]),
+    "override of no option": (grid(ARMS, head=HEAD.replace("_base", "override /model: nope")), [],
+                              [FILE, "defaults: model: got 'nope'", "allowed: ", "tiny"]),
     # an arm's keys go through the schema when it is applied: named by the grid and the arm
     "arm key typo": (grid("arms:\n  a: {optim.lrr: 0.1}\n"), [], ["grid mine, arm a", "unknown config key 'optim.lrr'",
                                                                  "did you mean lr"]),
