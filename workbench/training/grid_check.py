@@ -1,9 +1,10 @@
 """Every rule of a grid file, in one pass, before any job is planned or any dir exists.
 
 `check_grid` runs on the composed config wherever a grid is read: the sweeper's and `planned_jobs`' job list
-(`training.sweep.grid_axes`) and a single run (`training.sweep.single_plan`). A grid file that does not even compose
-(YAML it cannot parse, `arms: [a, b]` where the schema wants a map) is explained by `composition_error`, which reads
-the raw file with the same shape rules (`check_shape`). Every error names the grid file, the key and what is allowed.
+(`training.sweep.initial_combos`, before `grid_axes` reads it) and a single run (`training.sweep.single_plan`). A
+grid file that does not even compose (YAML it cannot parse, `arms: [a, b]` where the schema wants a map) is explained
+by `composition_error`, which reads the raw file with the same shape rules (`check_shape`). Every error names the
+grid file, the key and what is allowed.
 Names become run dirs (`multirun/<name>/<arm>_s<seed>_<hash>`), so they must be plain: `../..` would write outside
 `multirun/`.
 """

@@ -48,8 +48,7 @@ def sweep_values(o: Override) -> list[str]:
 
 def grid_axes(master: DictConfig) -> dict[str, list[str]]:
     """A grid's axes from its typed `ablation` config: every arm, the seeds (quick_seeds in quick mode) and `lrs`
-    (none when unset: the config's own rate), once `check_grid` passed it. Empty without a grid."""
-    check_grid(master)
+    (none when unset: the config's own rate), of a grid `check_grid` passed. Empty without a grid."""
     a = master.ablation
     arms = list(arm_table(OmegaConf.to_container(a, resolve=False)))
     if not arms:
@@ -128,10 +127,11 @@ class SweepJobs:
         return SweepJob(overrides, plan)
 
 
-def initial_combos(grid: dict[str, list[str]], parsed: list[Override]) -> list[dict[str, str]]:
-    """The first round: the grid's axes (`grid_axes`), then the command line's (a command-line key replaces the grid's
-    axis: a fixed `seed=3` runs seed 3 only), crossed."""
-    axes = dict(grid)
+def initial_combos(master: DictConfig, parsed: list[Override]) -> list[dict[str, str]]:
+    """The first round: the grid's axes, then the command line's (a command-line key replaces the grid's axis: a
+    fixed `seed=3` runs seed 3 only), crossed. The grid is checked first, as a whole (`check_grid`)."""
+    check_grid(master)
+    axes = grid_axes(master)
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
@@ -176,5 +176,5 @@ def planned_jobs(overrides: list[str], multirun: bool = True, config_dir: Path |
         sweep_dir(master).absolute(),
         str(master.hydra.launcher._target_),
     )
-    jobs.add(initial_combos(grid_axes(master), parsed))
+    jobs.add(initial_combos(master, parsed))
     return [j.plan for j in jobs.jobs]

@@ -90,8 +90,8 @@ class GridSweeper(Sweeper):
         master = self.config
         directory = sweep_dir(master).absolute()
         jobs = SweepJobs(self._compose, fixed_overrides(parsed), directory, str(master.hydra.launcher._target_))
+        jobs.add(initial_combos(master, parsed))
         axes = grid_axes(master)
-        jobs.add(initial_combos(axes, parsed))
         swept_elsewhere = [o.get_key_element() for o in parsed if o.is_sweep_override()
                            and o.get_key_element() not in axes]  # fmt: skip
         lrs = [float(x) for x in master.ablation.lrs]
