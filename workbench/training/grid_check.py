@@ -12,6 +12,7 @@ Names become run dirs (`multirun/<name>/<arm>_s<seed>_<hash>`), so they must be 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import re
@@ -116,7 +117,7 @@ def check_grid(cfg: DictConfig) -> None:
     check_shape(a, at)
     check_vars(OmegaConf.to_container(cfg, resolve=False), a, at)
     arms = check_arms(a, at)
-    ranged = {f: value(f) for f in ("name", "margin", "lr_bounds", "max_seeds", "seed_step")}
+    ranged = {f.name: value(f.name) for f in dataclasses.fields(AblationConfig) if f.metadata.get("check")}
     for key, got, allowed in field_errors(AblationConfig(**ranged), "ablation."):
         raise ConfigError(f"{at}{key}: got {got!r}; allowed: {allowed}")
     for key in ("seeds", "quick_seeds"):
