@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
@@ -17,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from workbench.training.errors import ConfigError, from_composition
 from workbench.training.grid import register_resolvers
+from workbench.training.grid_check import composition_error
 from workbench.training.plan import Job, plan
 from workbench.training.preflight import preflight
 from workbench.training.schema import register
@@ -35,13 +37,20 @@ def register_configs() -> None:
 def compose_train(overrides: list[str], hydra_node: bool = False, config_dir: Path = CONF_DIR,
                   config_name: str = "train", check: bool = False) -> DictConfig:  # fmt: skip
     """The composed `train` config for these command-line overrides (with the `hydra` node when asked); `check`:
-    first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one)."""
+    first every `group=option` must name an existing option (Hydra lets a later choice of a group hide a bad one),
+    and a grid file that fails to compose is named with its key (`grid_check.composition_error`)."""
     register_configs()
     with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
         loader = GlobalHydra.instance().config_loader()
         if check:
             check_choices(overrides, loader, config_name)
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
+        try:
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
+        except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
+            roots = [Path(s.path) for s in loader.get_sources() if s.scheme() == "file"]
+            if check and (named := composition_error(e, overrides, roots)):
+                raise named from e  # the grid file, its key and what is allowed
+            raise
         if check:  # `+key=v` on a key the schema lacks: composition adds it, and no run would read it
             groups = set(loader.list_groups(""))
             parsed = OverridesParser.create().parse_overrides(overrides)
@@ -66,20 +75,8 @@ def checked_compose(overrides: list[str], hydra_node: bool = True, **where: obje
     """`compose_train` with its checks, a composition failure as a `ConfigError` in the command line's words."""
     try:
         return compose_train(overrides, hydra_node, check=True, **where)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise package_hint(from_composition(e), overrides) from e
-
-
-def package_hint(e: ConfigError, overrides: list[str]) -> ConfigError:
-    """A grid file without `# @package _global_` lands under `ablation.` (Hydra's default package for the group), where
-    its keys and `override /group` lines fail: say what to add instead of the key Hydra could not place."""
-    text = str(e)
-    if "'ablation.ablation" not in text and "@ablation." not in text:
-        return e
-    grids = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("ablation=")]
-    name = grids[0] if grids else "<name>"
-    return ConfigError(f"grid file ablation/{name}.yaml: its keys landed under 'ablation.' ({text}); allowed: a grid "
-                       "file whose first line is `# @package _global_` (add that line)")  # fmt: skip
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
+        raise from_composition(e) from e
 
 
 def validated_plan(

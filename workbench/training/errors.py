@@ -1,5 +1,5 @@
-"""`ConfigError`: a user error found before any compute; and the translation of Hydra's and OmegaConf's errors into
-one paragraph that names the field, the value given and what is allowed."""
+"""`ConfigError`: a user error found before any compute; and the translation of Hydra's, OmegaConf's and YAML's errors
+into one paragraph that names the field (or the file, line and key), the value given and what is allowed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import difflib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import yaml
 from hydra.errors import MissingConfigException
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -71,10 +73,69 @@ def from_composition(e: BaseException) -> ConfigError:
     while cause is not None:
         if isinstance(cause, ConfigError):
             return cause
+        if isinstance(cause, yaml.YAMLError):
+            return from_yaml(cause)
         if keyed is None and isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
             keyed = cause
         cause = cause.__cause__ or cause.__context__
     return from_omegaconf(keyed) if keyed is not None else ConfigError(one_paragraph(str(e)))
+
+
+def shown(path: Path) -> str:
+    """A path as an error shows it: relative to the working dir when under it, else absolute."""
+    path = path.absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def from_yaml(e: yaml.YAMLError) -> ConfigError:
+    """A config file YAML cannot read: the file, and the key given twice or the line it stopped at."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return ConfigError(f"a config file is not valid YAML ({one_paragraph(str(e))}); allowed: YAML")
+    path = Path(mark.name)
+    what = f"{'grid' if path.parent.name == 'ablation' else 'config'} file {shown(path)}"
+    if isinstance(e, yaml.constructor.ConstructorError) and (twice := duplicate_key(path)):
+        key, first, again = twice
+        return ConfigError(f"{what}: {key}: given twice (lines {first} and {again}); allowed: each key once (an "
+                           "arm's or a level's name is its key: rename or remove one)")  # fmt: skip
+    lines = path.read_text().splitlines() if path.is_file() else []
+
+    def line(m: yaml.Mark) -> str:
+        """`line N 'its text'`; at the end of the file, the last line with text."""
+        n = min(m.line, len(lines))
+        while n > 0 and (n >= len(lines) or not lines[n].strip()):
+            n -= 1
+        text = f" {lines[n].strip()!r}" if n < len(lines) and lines[n].strip() else ""
+        return f"line {m.line + 1}" + (text if n == m.line else f" (the end, after line {n + 1}{text})")
+
+    start = getattr(e, "context_mark", None)
+    context = f", {e.context} from {line(start)}" if start is not None and e.context else ""
+    return ConfigError(f"{what}: {line(mark)}: not valid YAML ({one_paragraph(e.problem or '')}{context}); "
+                       "allowed: YAML (`key: value`, `[a, b]`, `{k: v}`; quote a value holding `: `, `#`, `{` or "
+                       "`[`)")  # fmt: skip
+
+
+def duplicate_key(path: Path) -> tuple[str, int, int] | None:
+    """The first key given twice in one map of a YAML file: its dotted path, and the lines of both."""
+
+    def walk(node: yaml.Node, prefix: str) -> tuple[str, int, int] | None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                if name in seen:
+                    return f"{prefix}{name}", seen[name], key.start_mark.line + 1
+                seen[name] = key.start_mark.line + 1
+                if found := walk(value, f"{prefix}{name}."):
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                if found := walk(item, f"{prefix}{i}."):
+                    return found
+        return None
+
+    root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    return walk(root, "") if root is not None else None
 
 
 NAMES_A_FIELD = re.compile(r"^[a-z_]+(\.[a-z_]+)+: ")  # a message that begins with the dotted field it is about

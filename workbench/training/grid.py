@@ -5,7 +5,8 @@ A grid (workbench/conf/ablation/<name>.yaml) is data: `arms` (name -> {dotted.ke
 The sweeper (`training.sweep`) crosses `ablation.arm` x `seed` (x `optim.lr` over `ablation.lrs`); each job's arm
 is applied here, with the schema's struct mode on: a key the schema lacks or a value of the wrong type is a
 `ConfigError` naming the grid, the arm, the key and the closest valid keys, in the command line's words
-(`training.errors`). A run's id hashes the config's difference from the schema defaults, so a key added later at
+(`training.errors`); the grid as a whole (shapes, names, seeds, rates, every arm's keys) is checked once before, by
+`training.grid_check`. A run's id hashes the config's difference from the schema defaults, so a key added later at
 its default changes no id.
 """
 
@@ -36,15 +37,13 @@ NOT_IDENTITY = ("resume", "dry_run", "threads", "logger", "trainer.progress_bar"
 
 
 def arm_table(ablation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every arm of a grid: its `arms`, then one per combination of the `factors`' levels (in their order), then with
-    `aa: true` the A/A arm `<baseline>_aa`, the baseline's keys under a name of its own (`decide.aa_arm`)."""
+    """Every arm of a grid: its `arms`, then one per combination of the `factors`' levels (in their order), of a grid
+    `training.grid_check.check_grid` passed (no combination names another arm); then with `aa: true` the A/A arm
+    `<baseline>_aa`, the baseline's keys under a name of its own (`decide.aa_arm`)."""
     arms = {name: dict(keys) for name, keys in ablation["arms"].items()}
     factors = [list(levels.items()) for levels in ablation["factors"].values()]
     for combo in itertools.product(*factors) if factors else ():
-        name = "_".join(level for level, _ in combo)
-        if name in arms:
-            raise ConfigError(f"ablation.factors: the combination {name!r} is also an arm of ablation.arms")
-        arms[name] = {k: v for _, keys in combo for k, v in keys.items()}
+        arms["_".join(level for level, _ in combo)] = {k: v for _, keys in combo for k, v in keys.items()}
     base = ablation.get("baseline")
     if ablation.get("aa") and arms:
         if base not in arms:
@@ -78,21 +77,26 @@ def apply(cfg: DictConfig, overrides: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {from_omegaconf(e)}") from e
 
 
+def apply_quick(cfg: DictConfig, where: str) -> None:
+    """Apply `cfg.ablation.quick_overrides` to `cfg` (its `model` a preset by name), a bad key or value named
+    `where`; values stay unresolved until the arm is applied."""
+    quick = OmegaConf.to_container(cfg.ablation.quick_overrides, resolve=False)
+    if "model" in quick:
+        name = quick.pop("model")
+        if name not in PRESETS:
+            raise ConfigError(f"{where}: model: got {name!r}; allowed: a preset ({', '.join(PRESETS)})")
+        cfg.model = model_node(PRESETS[name])
+    apply(cfg, quick, where)
+
+
 def resolve_arm(cfg: DictConfig) -> DictConfig:
     """A copy of `cfg` with quick mode and the selected arm applied (unchanged when no arm is selected)."""
     a = cfg.ablation
     if a.arm is None:
         return cfg
     out = copy.deepcopy(cfg)
-    quick = OmegaConf.to_container(a.quick_overrides, resolve=False) if a.quick else {}  # resolved once applied
-    if "model" in quick:
-        name = quick.pop("model")
-        if name not in PRESETS:
-            raise ConfigError(
-                f"grid {a.name}: ablation.quick_overrides.model: got {name!r}; allowed: {', '.join(PRESETS)}"
-            )
-        out.model = model_node(PRESETS[name])
-    apply(out, quick, f"grid {a.name}, ablation.quick_overrides")
+    if a.quick:
+        apply_quick(out, f"grid {a.name}, ablation.quick_overrides")
     arms = arm_table(OmegaConf.to_container(out.ablation, resolve=False))
     if a.arm not in arms:
         raise ConfigError(f"ablation.arm: got {a.arm!r}; allowed: {', '.join(arms)}")

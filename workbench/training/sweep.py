@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from workbench.training.compose import validated_plan
 from workbench.training.errors import ConfigError, from_composition, one_paragraph
 from workbench.training.grid import arm_table, plain, resolve_arm, run_id
+from workbench.training.grid_check import check_grid
 from workbench.training.plan import Job
 
 ARM, SEED, LR = "ablation.arm", "seed", "optim.lr"
@@ -47,7 +48,7 @@ def sweep_values(o: Override) -> list[str]:
 
 def grid_axes(master: DictConfig) -> dict[str, list[str]]:
     """A grid's axes from its typed `ablation` config: every arm, the seeds (quick_seeds in quick mode) and `lrs`
-    (none when unset: the config's own rate). Empty without a grid."""
+    (none when unset: the config's own rate), of a grid `check_grid` passed. Empty without a grid."""
     a = master.ablation
     arms = list(arm_table(OmegaConf.to_container(a, resolve=False)))
     if not arms:
@@ -129,7 +130,8 @@ class SweepJobs:
 
 def initial_combos(master: DictConfig, parsed: list[Override]) -> list[dict[str, str]]:
     """The first round: the grid's axes, then the command line's (a command-line key replaces the grid's axis: a
-    fixed `seed=3` runs seed 3 only), crossed."""
+    fixed `seed=3` runs seed 3 only), crossed. The grid is checked first, as a whole (`check_grid`)."""
+    check_grid(master)
     axes = grid_axes(master)
     for o in parsed:
         key = o.get_key_element()
@@ -148,6 +150,7 @@ def fixed_overrides(parsed: list[Override]) -> list[str]:
 def single_plan(config: DictConfig) -> list[Job]:
     """A single run's validated plan, from its composed config (the `hydra` node included), its arm applied."""
     run_dir = Path(str(config.hydra.run.dir))
+    check_grid(config)
     cfg = config.copy()
     with open_dict(cfg):
         del cfg["hydra"]

@@ -30,7 +30,6 @@ from workbench.distill import HF_PREFIX
 from workbench.long_context import check_buckets, check_passkey
 from workbench.presets import PRESETS
 from workbench.training.errors import ConfigError, from_composition, got, unknown_key
-from workbench.training.grid import arm_table
 from workbench.training.schema import DATA_SOURCES, STRATEGIES, field_errors, training_seq_len
 
 MODEL_KEYS = tuple(ModelConfig.__dataclass_fields__)
@@ -58,7 +57,6 @@ def validate(cfg: DictConfig) -> ModelConfig:
     _check_distill(values["distill"], model, training_seq_len(values["data"]), values["data"]["batch_size"])
     _check_long_context(values["long_context"], values["data"].get("seq_len", model.max_seq_len), model)
     _check_init_from(values["init_from"])
-    _check_ablation(values["ablation"])
     return model
 
 
@@ -257,13 +255,3 @@ def _check_init_from(init: Any) -> None:
                           "or a map of dotted overrides naming a first stage")  # fmt: skip
     if isinstance(init, dict) and not init:
         raise ConfigError("init_from: got {}; allowed: null, a run dir or .ckpt path, or a non-empty map of overrides")
-
-
-def _check_ablation(a: Mapping[str, Any]) -> None:
-    if not a["arms"] and not a["factors"]:
-        return
-    arms = arm_table(a)
-    for key in ("baseline", "control"):
-        if a[key] is not None and a[key] not in arms:
-            raise ConfigError(f"ablation.{key}: got {a[key]!r}; allowed: an arm of grid {a['name']} "
-                              f"({', '.join(arms)})")  # fmt: skip

@@ -90,7 +90,7 @@ CASES = {
     "arm key typo": (["+ablation=gqa", "+ablation.arms.bad={optim.lrr: 0.5}", "ablation.arm=bad"],
                      ["grid gqa, arm bad: unknown config key 'optim.lrr'", "did you mean lr"]),
     "quick override typo": (["+ablation=gqa", "ablation.quick=true", "+ablation.quick_overrides.trainer.max_stepz=2",
-                             "ablation.arm=kv1"], ["grid gqa, ablation.quick_overrides: unknown", "max_stepz"]),
+                             "ablation.arm=kv1"], ["gqa.yaml: ablation.quick_overrides: unknown", "max_stepz"]),
     "factor level typo": (["+ablation=teacher_gap", "+ablation.factors.horizon.short.trainer.max_stepz=3",
                            "ablation.arm=none_short"], ["grid teacher_gap, arm none_short", "'trainer.max_stepz'"]),
     "distill teacher xor": (["distill=sampled"], ["distill.teacher: got None", "exactly one of them"]),
