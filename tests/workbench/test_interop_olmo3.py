@@ -33,8 +33,7 @@ def reference(**overrides) -> Olmo3ForCausalLM:
     values = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=8, num_attention_heads=4,
                   num_key_value_heads=2, sliding_window=WINDOW, max_position_embeddings=64, rms_norm_eps=1e-6,
                   layer_types=LAYER_TYPES, rope_parameters=ROPE, eos_token_id=None)  # fmt: skip
-    config = Olmo3Config(**{**values, **overrides})
-    config._attn_implementation = "eager"
+    config = Olmo3Config(attn_implementation="eager", **{**values, **overrides})
     torch.manual_seed(0)
     model = Olmo3ForCausalLM(config)
     with torch.no_grad():

@@ -30,8 +30,8 @@ def _llama_params(cfg: ModelConfig) -> int:
 
 def _reference_params(cfg: ModelConfig) -> int:
     """transformers' model of the same config counted on the meta device; llama-small (SwiGLU, pre-norm, untied: no
-    Gemma counterpart) from the architecture."""
-    if cfg.mlp == "swiglu":
+    Gemma or OLMo counterpart) from the architecture."""
+    if cfg.mlp == "swiglu" and cfg.norm_placement == "pre":
         return _llama_params(cfg)
     with torch.device("meta"):
         return sum(p.numel() for p in AutoModelForCausalLM.from_config(config_to_hf(cfg)).parameters())
