@@ -61,7 +61,8 @@ def randomise(module: torch.nn.Module) -> None:
 @pytest.mark.parametrize("length", [11, 16])  # 16 = 4 windows: the blocked O(T W) local path under auto
 def test_sinks_match_gpt_oss_attention(local, path, length):
     config = GptOssConfig(hidden_size=D_MODEL, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-                          attn_implementation="eager", head_dim=HEAD_DIM, sliding_window=WINDOW, num_hidden_layers=2, attention_bias=True,
+                          attn_implementation="eager",
+                          head_dim=HEAD_DIM, sliding_window=WINDOW, num_hidden_layers=2, attention_bias=True,
                           layer_types=["sliding_attention", "full_attention"],
                           rope_parameters={"rope_type": "default", "rope_theta": 10_000.0})  # fmt: skip
     hf = GptOssAttention(config, layer_idx=0 if local else 1).double().eval()
@@ -85,7 +86,8 @@ def test_sinks_match_gpt_oss_attention(local, path, length):
 
 def qwen3_next_config(rope_fraction: float) -> Qwen3NextConfig:
     config = Qwen3NextConfig(hidden_size=D_MODEL, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-                             attn_implementation="eager", head_dim=HEAD_DIM, num_hidden_layers=1, layer_types=["full_attention"],
+                             attn_implementation="eager",
+                             head_dim=HEAD_DIM, num_hidden_layers=1, layer_types=["full_attention"],
                              partial_rotary_factor=rope_fraction, rms_norm_eps=1e-6,
                              rope_parameters={"rope_type": "default", "rope_theta": 10_000.0,
                                               "partial_rotary_factor": rope_fraction})  # fmt: skip
@@ -139,7 +141,8 @@ def test_headwise_gate_is_elementwise_with_one_gate_per_head():
 @pytest.mark.parametrize("local", [True, False], ids=["sliding", "full"])
 def test_projection_qk_norm_matches_olmo3_attention(local):
     config = Olmo3Config(hidden_size=D_MODEL, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-                         attn_implementation="eager", num_hidden_layers=2, sliding_window=WINDOW, rms_norm_eps=1e-6,
+                         attn_implementation="eager",
+                         num_hidden_layers=2, sliding_window=WINDOW, rms_norm_eps=1e-6,
                          layer_types=["sliding_attention", "full_attention"],
                          rope_parameters={t: {"rope_type": "default", "rope_theta": 10_000.0}
                                           for t in ("sliding_attention", "full_attention")})  # fmt: skip
