@@ -47,6 +47,7 @@ from workbench.decide import (  # noqa: F401  (the statistics moved there; noteb
     holm,
     log_step,
     look_alpha,
+    lr_stability,
     lr_table,
     mde,
     mean_interval,
@@ -436,6 +437,8 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
     summary = summarize(runs, baseline_arm(runs), metric, **keys, selection=selection, alpha=alpha,
                         looks=look_counts(runs, state["looks"]), **how,
                         bracketed=dict(zip(bracketing["arm"], bracketing["bracketed"], strict=True)))  # fmt: skip
+    if is_tuned(runs):  # each arm's stable range and how much an off-optimum rate costs (the stability grid's measure)
+        summary = summary.merge(lr_stability(runs, metric), on="arm", how="left")
     head = opening(summary, metric, **keys, alpha=alpha, bracketing=bracketing)
     head += cautions(
         summary, metric, **keys, aa=bool(grid_value(runs, "ablation.aa")), eval_average=how["eval_average"]

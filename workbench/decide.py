@@ -612,6 +612,27 @@ def lr_table(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def lr_stability(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Per arm, the stability measures of a grid tuned over rates (Wortsman et al. 2023): `max_stable_lr`, the largest
+    rate it tried without diverging (`lr_table`'s `diverged`), and `lr_sensitivity`, the mean over the rates every arm
+    tried of min(loss(lr), ln vocab) - the arm's best loss over them, a diverged rate counting at ln vocab (the loss
+    at init): how much loss a rate off the optimum costs. NaN for a metric that is not a loss, or with fewer than two
+    shared rates."""
+    table = lr_table(runs, metric)
+    shared = set.intersection(*(set(g["lr"]) for _, g in table.groupby("arm"))) if len(table) else set()
+    chance = float(np.log(runs["model.vocab_size"].astype(float).max())) if "model.vocab_size" in runs else np.nan
+    rows = []
+    for arm, g in table.groupby("arm", sort=False):
+        stable = g.loc[~g["diverged"], "lr"]
+        row = {"arm": arm, "max_stable_lr": float(stable.max()) if len(stable) else np.nan, "lr_sensitivity": np.nan}
+        common = g[g["lr"].isin(shared)]
+        if metric.endswith("loss") and len(common) >= 2 and np.isfinite(chance):
+            losses = np.where(common["diverged"], chance, np.minimum(common["mean"].to_numpy(float), chance))
+            row["lr_sensitivity"] = float(np.mean(losses - losses.min()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["arm", "max_stable_lr", "lr_sensitivity"])
+
+
 # --- bracketing ---------------------------------------------------------------------------------------------------
 
 

@@ -313,3 +313,21 @@ def test_solved_is_mcnemar_paired_and_fisher_when_a_run_lost_its_partner():
     assert out["fisher"][1] and out["p_d"][1] == pytest.approx(stats.fisher_exact([[6, 1], [8, 0]]).pvalue)
     calls = dc.decide(a - b, alpha=ALPHA, higher_better=True, test="exact", pair_values=(a, b))
     assert dc.CALLS[calls["code"]].tolist() == ["worse", "inconclusive"]
+
+
+def test_lr_stability_gives_the_largest_stable_rate_and_the_mean_excess_loss_over_shared_rates():
+    """Two arms over rates 1e-3, 1e-2, 1e-1 (and one more for `b`, not shared); chance ln(16) = 2.7726. `a` diverges
+    at 1e-1 (failed): max stable 1e-2, sensitivity mean(2.0-1.5, 0, 2.7726-1.5)/3; `b` stays below chance everywhere."""
+    rows = []
+    for arm, losses in (("a", {1e-3: 2.0, 1e-2: 1.5, 1e-1: None}), ("b", {1e-3: 1.8, 1e-2: 1.6, 1e-1: 1.7, 1.0: 2.9})):
+        for lr, loss in losses.items():
+            for seed in (0, 1):
+                status = "failed" if loss is None else "completed"
+                rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": status,
+                             "val_loss": np.nan if loss is None else loss, "model.vocab_size": 16})  # fmt: skip
+    table = dc.lr_stability(pd.DataFrame(rows), "val_loss").set_index("arm")
+    chance = np.log(16)
+    assert table.loc["a", "max_stable_lr"] == 1e-2
+    assert table.loc["a", "lr_sensitivity"] == pytest.approx(((2.0 - 1.5) + 0 + (chance - 1.5)) / 3)
+    assert table.loc["b", "max_stable_lr"] == 1e-1  # 1.0 ended above chance: diverged
+    assert table.loc["b", "lr_sensitivity"] == pytest.approx(((1.8 - 1.6) + 0 + (1.7 - 1.6)) / 3)
