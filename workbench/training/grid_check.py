@@ -137,14 +137,15 @@ def check_grid(cfg: DictConfig) -> None:
 
 
 def check_keys(cfg: DictConfig, at: str, quick: bool, name: str) -> None:
-    """Every key of `quick_overrides` (in either mode: quick mode is a grid's first run) and of every arm (in this
-    mode) through the schema, as each job applies them: a single run of one arm checks the others too."""
-    base = cfg.copy()  # shallow: the `hydra` node leaves this copy only
-    with open_dict(base):
-        base.pop("hydra", None)
-    fast = copy.deepcopy(base)
-    apply_quick(fast, f"{at}ablation.quick_overrides")
-    run = fast if quick else base  # each arm applied to a copy of it
+    """Every key of `quick_overrides` (in quick mode: the defaults name keys of the text sources, which a grid run in
+    full mode on another source, e.g. `experiment=recall_cpu`, does not have) and of every arm (in this mode) through
+    the schema, as each job applies them: a single run of one arm checks the others too."""
+    run = cfg.copy()  # shallow: the `hydra` node leaves this copy only
+    with open_dict(run):
+        run.pop("hydra", None)
+    if quick:
+        run = copy.deepcopy(run)
+        apply_quick(run, f"{at}ablation.quick_overrides")
     for arm, keys in arm_table(OmegaConf.to_container(run.ablation, resolve=False)).items():
         apply(copy.deepcopy(run), keys, f"grid {name}, arm {arm}")
 

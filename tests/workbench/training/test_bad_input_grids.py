@@ -101,9 +101,9 @@ CASES = {
                                "allowed: none (ablation.vars is empty)"]),
     "var missing at the top": (grid(ARMS + "vars: {steps: 4}\n") + "trainer:\n  max_steps: ${ablation.vars.step}\n",
                                [], [FILE, "trainer.max_steps: ${ablation.vars.step} names no var", "allowed: steps"]),
-    "quick override typo": (grid(ARMS + "quick_overrides: {trainer.max_stepz: 2}\n"), [],
+    "quick override typo": (grid(ARMS + "quick_overrides: {trainer.max_stepz: 2}\n"), ["ablation.quick=true"],
                             [FILE, "ablation.quick_overrides: unknown config key 'trainer.max_stepz'", "max_steps"]),
-    "quick override unknown preset": (grid(ARMS + "quick_overrides: {model: smal}\n"), [],
+    "quick override unknown preset": (grid(ARMS + "quick_overrides: {model: smal}\n"), ["ablation.quick=true"],
                                       [FILE, "ablation.quick_overrides: model: got 'smal'", "tiny"]),
     "quick overrides a list": (grid(ARMS + "quick_overrides: [a]\n"), [], [FILE, "ablation.quick_overrides: got"]),
     # the whole file

@@ -15,6 +15,7 @@ import pytest
 from analysis.report import report
 from tests.workbench.train_helpers import FAST, run_cli
 from workbench import train
+from workbench.training.sweep import planned_jobs
 
 GRID = """# @package _global_
 defaults:
@@ -220,3 +221,11 @@ def test_a_pilot_measures_the_noise_and_stops_a_design_that_cannot_reach_its_mar
     going = run_cli([*args, "ablation.underpowered=run", "ablation.max_seeds=null"])
     assert going.returncode == 0, going.stderr[-2000:]
     assert len(_statuses(sweep)) == 2 * 3  # asked to run anyway: every arm at the grid's seeds
+
+
+def test_make_runs_grid_plans_on_its_experiment(tmp_path):
+    """The Makefile's `make run` command: main_local_global on experiment=recall_cpu (the passkey source, which has
+    none of the text sources' keys quick mode sets) plans every job of its first round."""
+    plans = planned_jobs(["+ablation=main_local_global", "experiment=recall_cpu", f"hydra.sweep.dir={tmp_path}"])
+    assert len(plans) == 3 * 2 * 3  # arms x rates x seeds
+    assert {p[-1].cfg.data.source for p in plans} == {"passkey"}
