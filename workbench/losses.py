@@ -10,6 +10,13 @@ from workbench.data.bundle import IGNORE
 CE_CHUNK_ELEMENTS = 1 << 20  # logits upcast to float32 at once by `cross_entropy_sum` (4 MiB)
 
 
+def _row_logsumexp(flat: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Each row's logsumexp in float32 (or float64), rows upcast a chunk at a time; and the chunk, in rows."""
+    compute = torch.promote_types(flat.dtype, torch.float32)
+    chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
+    return torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)]), chunk
+
+
 class _CrossEntropySum(torch.autograd.Function):
     """Summed cross-entropy in float32 without a float32 copy of the whole logits tensor.
 
@@ -22,9 +29,8 @@ class _CrossEntropySum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
         flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        compute = torch.promote_types(logits.dtype, torch.float32)
-        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
-        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+        lse, chunk = _row_logsumexp(flat)
+        compute = lse.dtype
         valid = t != ignore_index
         picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
         ctx.save_for_backward(logits, t, lse)
@@ -60,9 +66,8 @@ class _LogZSquaredSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
         flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        compute = torch.promote_types(logits.dtype, torch.float32)
-        chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
-        lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+        lse, chunk = _row_logsumexp(flat)
+        compute = lse.dtype
         valid = (t != ignore_index).to(compute)
         ctx.save_for_backward(logits, lse, valid)
         ctx.chunk = chunk
@@ -92,8 +97,7 @@ def row_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index:
     float32 (or float64), chunked as `cross_entropy_sum`. Validation sums these, and their spread over the rows gives
     val_loss's standard error (`workbench.evaluate.ratio_se`)."""
     flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-    compute = torch.promote_types(logits.dtype, torch.float32)
-    chunk = max(1, CE_CHUNK_ELEMENTS // flat.shape[1])
-    lse = torch.cat([torch.logsumexp(flat[s : s + chunk].to(compute), -1) for s in range(0, len(flat), chunk)])
+    lse, _ = _row_logsumexp(flat)
+    compute = lse.dtype
     picked = flat.gather(1, t.clamp(min=0)[:, None]).squeeze(1).to(compute)
     return ((lse - picked) * (t != ignore_index)).view(targets.shape).sum(-1)
