@@ -24,6 +24,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("benchmark")]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the CLI's subprocesses run with OMP_NUM_THREADS=1): the same reduction order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

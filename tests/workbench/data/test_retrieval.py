@@ -156,14 +156,6 @@ RETRIEVAL = ["model=tiny", "model.n_layers=4", "model.d_model=64", "model.mlp_hi
 BEYOND_REACH = "16-31"
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(tmp_path, pattern: str, steps: int) -> tuple[dict, list[dict]]:
     from workbench.training.run import run
 

@@ -27,15 +27,6 @@ from workbench.training.run import resume_checkpoint
 METRICS = ("train_loss", "val_loss", "val_bpb")
 
 
-@pytest.fixture
-def one_thread():
-    """The subprocesses run with OMP_NUM_THREADS=1; in-process reference runs use the same reduction order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _same_result(a: dict, b: dict) -> None:
     assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"]
     for key in METRICS:
