@@ -18,6 +18,7 @@ ATTN_LOGIT_CONTROLS = ("none", "softcap", "qk_norm", "softcap+qk_norm")
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "reordered")
 QK_NORM_SCOPES = ("head", "projection")
 ATTN_GATES = ("none", "headwise", "elementwise")
+SCALED_POST_NORM = "scaled"  # `post_norm_init`'s name for the gain 1/sqrt(2 n_layers)
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ class ModelConfig:
     bias: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
-    # the post-norms' gain at init; None: 1/sqrt(2 n_layers) under the sandwich, 1 (the identity) under post. A
-    # unit-gain sandwich post-norm rescales each branch to unit RMS, undoing the 1/sqrt(2 n_layers) output-projection
-    # init: 0.17 nats worse than pre-norm, and 0.23 worse than these scaled gains (notebooks/norm_placement, 6 seeds)
-    post_norm_init: float | None = None
+    # the post-norms' gain at init: None, 1 (the identity, where HF's and the JAX Gemma code start: weight 0 in a
+    # (1 + w) scale); "scaled", 1/sqrt(2 n_layers), the output projections' init scale, which a unit-gain sandwich
+    # post-norm undoes (notebooks/norm_placement: unit gains 0.23 nats worse at 1M parameters, 120 steps); or a number
+    post_norm_init: float | str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layer_pattern, list):
@@ -97,12 +98,13 @@ class ModelConfig:
     # derived values --------------------------------------------------------------------------------------
     @property
     def post_norm_gain(self) -> float:
-        """The post-norms' gain at init: `post_norm_init`, else 1/sqrt(2 n_layers) where a branch's output is
-        normalised before the residual add (sandwich, reordered), else 1."""
-        if self.post_norm_init is not None:
-            return self.post_norm_init
-        scaled = self.norm_placement in ("sandwich", "reordered")
-        return 1 / math.sqrt(2 * self.n_layers) if scaled else 1.0
+        """The post-norms' gain at init: 1 for `post_norm_init` None (the reference Gemma and OLMo init),
+        1/sqrt(2 n_layers) for "scaled", else the number given."""
+        if self.post_norm_init is None:
+            return 1.0
+        if self.post_norm_init == SCALED_POST_NORM:
+            return 1 / math.sqrt(2 * self.n_layers)
+        return float(self.post_norm_init)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -245,7 +247,7 @@ class ModelConfig:
             _positive("rope_original_context", self.rope_original_context)
         _positive("init_std", self.init_std)
         if self.post_norm_init is not None:
-            _positive("post_norm_init", self.post_norm_init)
+            _check_post_norm_init(self.post_norm_init)
             if self.norm == "rmsnorm_unscaled":
                 raise ValueError(f"post_norm_init: got {self.post_norm_init}; allowed: null with norm "
                                  "'rmsnorm_unscaled' (a norm without a scale has no gain to set)")  # fmt: skip
@@ -364,7 +366,7 @@ _EXPECTED_TYPES: dict[str, Any] = {
     "rope_base_global": _FLOAT, "rope_base_local": _FLOAT, "rope_scaling_global": _FLOAT, "rope_fraction": _FLOAT,
     "rope_scaling_type": str, "rope_original_context": (int, type(None)),
     "tie_embeddings": bool, "embed_scale": bool, "bias": bool, "dropout": _FLOAT, "init_std": _FLOAT,
-    "post_norm_init": (int, float, type(None)),
+    "post_norm_init": (int, float, str, type(None)),
     "rope_fraction_global": (int, float, type(None)), "rope_partial": str, "head_dim_global": (int, type(None)),
     "n_kv_heads_global": (int, type(None)), "k_eq_v_global": bool, "v_norm": bool, "kv_shared_layers": _INT,
     "double_wide_mlp": bool, "ple_dim": _INT, "ple_vocab_size": (int, type(None)), "layer_scalar": bool,
@@ -384,6 +386,12 @@ def _type_names(types: Any) -> str:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name}: got {value!r}; allowed: a value > 0")
+
+
+def _check_post_norm_init(value: float | str) -> None:
+    if value != SCALED_POST_NORM and (isinstance(value, str) or not value > 0):
+        raise ValueError(f"post_norm_init: got {value!r}; allowed: null (unit gains, the reference init), "
+                         f"{SCALED_POST_NORM!r} (1/sqrt(2 n_layers)) or a number > 0")  # fmt: skip
 
 
 def _choice(name: str, value: str, allowed: Any) -> None:

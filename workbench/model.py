@@ -112,9 +112,8 @@ class Transformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) weights (embedding tables and experts too); output projections (experts' included)
-        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, except the sandwich's and reordered post-norms, at
-        gain `cfg.post_norm_gain` (1/sqrt(2 n_layers) unless set), so each branch keeps that scale; router scales
-        at 1."""
+        scaled by 1/sqrt(2 n_layers) (GPT-2); norms at identity, as in the reference Gemma and OLMo code, except
+        the post-norms where `cfg.post_norm_init` sets their gain (`cfg.post_norm_gain`); router scales at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2:

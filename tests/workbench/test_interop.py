@@ -228,7 +228,7 @@ def test_unknown_hf_key_raises():
         config_from_hf(config)
 
 
-@pytest.mark.parametrize("gain", [1.0, 0.3])
+@pytest.mark.parametrize("gain", [None, "scaled", 0.3])
 @pytest.mark.numerics
 def test_a_model_trained_from_any_post_norm_init_exports_with_its_gains(gain):
     """post_norm_init only shapes the initialisation: the exported weights carry the gains, so the logits agree."""

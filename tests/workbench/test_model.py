@@ -106,10 +106,11 @@ def test_gemma_norm_starts_at_identity_scale():
 
 
 @pytest.mark.parametrize("n_layers", [2, 4, 6])
-def test_the_sandwich_post_norms_start_at_one_over_sqrt_2l_unless_set(n_layers):
-    """Default: a sandwich branch leaves its post-norm at RMS 1/sqrt(2 n_layers), the scale of the output-projection
-    init (norm_placement study: unit gains were 0.23 nats worse); post_norm_init=1 gives unit gains, and the
-    post-norm placement's norms (on the residual stream) stay at the identity."""
+def test_the_sandwich_post_norms_start_at_unit_gain_unless_scaled(n_layers):
+    """Default: a sandwich branch leaves its post-norm at RMS 1, the reference init (HF and JAX Gemma: weight 0 in a
+    (1 + w) scale); post_norm_init "scaled" gives 1/sqrt(2 n_layers), the scale of the output-projection init
+    (norm_placement study: unit gains were 0.23 nats worse); the post placement's norms (on the residual stream)
+    stay at the identity."""
     x = torch.randn(2, 5, 64) * 3
 
     def post_rms(model):
@@ -117,10 +118,10 @@ def test_the_sandwich_post_norms_start_at_one_over_sqrt_2l_unless_set(n_layers):
         return [getattr(b, n)(x).pow(2).mean(-1).sqrt() for b in model.blocks for n in names if hasattr(b, n)]
 
     for norm in ("gemma_rmsnorm", "rmsnorm"):
-        sandwich = build_model(small_cfg(norm=norm, n_layers=n_layers, d_model=64))
-        unit = build_model(small_cfg(norm=norm, n_layers=n_layers, d_model=64, post_norm_init=1.0))
-        assert len(post_rms(sandwich)) == 2 * n_layers
-        for got in post_rms(sandwich):
+        unit = build_model(small_cfg(norm=norm, n_layers=n_layers, d_model=64))
+        scaled = build_model(small_cfg(norm=norm, n_layers=n_layers, d_model=64, post_norm_init="scaled"))
+        assert len(post_rms(unit)) == len(post_rms(scaled)) == 2 * n_layers
+        for got in post_rms(scaled):
             torch.testing.assert_close(got, torch.full_like(got, (2 * n_layers) ** -0.5), rtol=1e-3, atol=1e-3)
         for got in post_rms(unit):
             torch.testing.assert_close(got, torch.ones_like(got), rtol=1e-3, atol=1e-3)
@@ -143,8 +144,11 @@ def test_post_norm_init_sets_the_post_norms_output_rms_and_leaves_the_rest(norm)
             torch.testing.assert_close(rms, torch.full_like(rms, 0.25), rtol=1e-3, atol=1e-3)
     a, b = plain.state_dict(), scaled.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if "post_norm" not in k)
-    with pytest.raises(ValueError, match="post_norm_init"):
-        small_cfg(post_norm_init=0.0)
+    for bad in (0.0, -1.0, "scale", "1/sqrt(2L)"):
+        with pytest.raises(ValueError, match=r"post_norm_init: got .*; allowed: null \(unit gains.*'scaled'.*> 0"):
+            small_cfg(post_norm_init=bad)
+    with pytest.raises(ValueError, match=r"post_norm_init: got True of type bool"):
+        small_cfg(post_norm_init=True)
     with pytest.raises(ValueError, match=r"post_norm_init: got 0\.5; allowed: null with norm 'rmsnorm_unscaled'"):
         small_cfg(norm="rmsnorm_unscaled", post_norm_init=0.5)
 

@@ -58,6 +58,9 @@ CASES = {
     "layer pattern": (["model.layer_pattern=7:x"], ["layer_pattern", "7:x"]),
     "attention kind": (["model.attention=nope"], ["model.attention: got 'nope'", "mha", "mla"]),
     "vocab too small": (["model.vocab_size=100"], ["model.vocab_size: got 100", "at least 264"]),
+    "post_norm_init name": (["model.post_norm_init=scale"],
+                            ["model.post_norm_init: got 'scale'", "null (unit gains", "'scaled'", "a number > 0"]),
+    "post_norm_init zero": (["model.post_norm_init=0"], ["model.post_norm_init: got 0", "'scaled'", "a number > 0"]),
     "seq_len past the context": (["data.seq_len=1024"], ["data.seq_len: got 1024", "at most model.max_seq_len=256"]),
     "batch_size zero": (["data.batch_size=0"], ["data.batch_size: got 0", ">= 1"]),
     "val_fraction": (["data.val_fraction=1.5"], ["data.val_fraction: got 1.5", "(0, 1)"]),
@@ -199,6 +202,13 @@ def test_precisions_are_lightnings():
 def test_window_larger_than_the_sequence_is_allowed(tmp_path):
     """A window past data.seq_len (but within model.max_seq_len) only makes local layers see the whole sequence."""
     validate(compose_cfg(["model.window=128", "data.seq_len=64"], tmp_path))
+
+
+@pytest.mark.parametrize(("value", "gain"), [("null", 1.0), ("scaled", 1 / 12**0.5), ("0.25", 0.25)])
+def test_post_norm_init_takes_null_scaled_or_a_number(value, gain, tmp_path):
+    """`tiny` has 6 layers: `scaled` is 1/sqrt(12); null is the reference's unit gain."""
+    model = validate(compose_cfg([f"model.post_norm_init={value}"], tmp_path))
+    assert model.post_norm_gain == pytest.approx(gain, rel=1e-15)
 
 
 def test_corrupt_token_cache_is_rebuilt_not_rejected(tmp_path):
