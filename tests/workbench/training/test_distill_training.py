@@ -58,8 +58,10 @@ def teacher_dir(tmp_path_factory):
         (["distill=full", "distill.teacher=/no/such/run"], "/no/such/run does not exist"),
         (["distill=full", "distill.teacher=hf:/no/such/dir"], "/no/such/dir does not exist"),
         (["distill=full", "distill.cache=true", "distill.teacher_model=tiny"], "distill.cache: got True"),
-        (["distill=full", "distill.teacher_model=tiny", "distill.teacher_lr=0"],
-         r"distill.teacher_lr: got 0.*; allowed: null or a finite number > 0"),
+        (
+            ["distill=full", "distill.teacher_model=tiny", "distill.teacher_lr=0"],
+            r"distill.teacher_lr: got 0.*; allowed: null or a finite number > 0",
+        ),
         (["distill=full", "distill.teacher_model=huge"], "distill.teacher_model: got 'huge'; allowed: a preset"),
         (["distill=full", "distill.teacher_model={layers: 4}"], "distill.teacher_model: got .*allowed: a preset"),
     ],
