@@ -172,7 +172,7 @@ def test_grid_arms_are_the_arms_and_the_product_of_the_factors():
     """A grid declared by `ablation.factors` (no `ablation.arms`) has one arm per combination, `<level>_<level>`."""
     ladder = gn.grid_arms("scaling_ladder")
     assert len(ladder) == 27 and ladder[:3] == ["d8l2_c1", "d8l2_c2", "d8l2_c3"] and ladder[-1] == "d80l4_c3"
-    assert gn.grid_arms("teacher_gap")[:2] == ["none_short", "none_long"]
+    assert gn.grid_arms("teacher_gap") == ["t_small", "t_large", "t_small_70"]  # arms only: one sweep per mode, horizon
     assert gn.grid_arms("norm_placement") == ["pre", "post", "sandwich", "sandwich_scaled", "pre_half"]
     with pytest.raises(ValueError, match=r"arms: got \['d8l2_c9'\] for grid 'scaling_ladder'; allowed: d8l2_c1, "):
         gn.full_command("scaling_ladder", ["d8l2_c9"])

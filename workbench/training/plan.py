@@ -63,7 +63,8 @@ def distill_cache_dir(cfg: DictConfig) -> Path:
 
 def teacher_config(cfg: DictConfig) -> DictConfig:
     """The config that trains `distill.teacher_model`: the student's data (as resolved), optimiser and trainer,
-    with the teacher's model, steps and seed, no tracker and no distillation of its own."""
+    with the teacher's model, steps, seed and (`distill.teacher_lr`, when set) rate, no tracker and no distillation
+    of its own."""
     d = cfg.distill
     out = copy.deepcopy(cfg)
     if isinstance(d.teacher_model, str):
@@ -76,6 +77,8 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     out.distill = DistillConfig()
     out.trainer.max_steps = out.optim.total_steps = d.teacher_steps
     out.seed = d.teacher_seed
+    if d.teacher_lr is not None:
+        out.optim.lr = d.teacher_lr
     out.init_from = None  # the student's starting weights are not the teacher's
     out.logger.kind = "none"
     out.ablation.arm = None

@@ -292,6 +292,9 @@ class DistillConfig:
     teacher_model: Any = None  # teacher null: a preset name or model keys on top of the student's, trained first
     teacher_steps: int = integer(1000, 1)
     teacher_seed: int = integer(0, 0)
+    # the teacher's optim.lr; null: the student's. A grid that tunes the student's rate (ablation.lrs) sets it, so
+    # every rate distils from the same teacher (one planned job) rather than one teacher per rate
+    teacher_lr: float | None = number(None, above=True, null=True)
     cache: bool = False  # sampled only: precompute the targets of every training batch once, on disk
     cache_dir: str | None = None  # trained teachers and cached targets; null: beside data.cache_dir
     # kind on_policy (workbench/on_policy.py, GKD): the first round(on_policy_mix x batch) rows of each batch are

@@ -103,11 +103,11 @@ def test_the_dry_run_of_a_plan_lists_its_dependencies_once(tmp_path, capsys):
     overrides = ["+ablation=teacher_gap", "ablation.quick=true", "ablation.quick_seeds=[0]", "dry_run=true",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     plans = planned_jobs(overrides)
-    assert len(plans) == 8 and sum(len(p) for p in plans) == 8 + 6  # 6 distilled arms each need their teacher
+    assert len(plans) == 6 and sum(len(p) for p in plans) == 6 + 6  # 3 arms x 2 rates, each needs its teacher
     dry_run(plans)
     printed = capsys.readouterr().out
-    assert printed.count("distill.teacher_model ") == 3  # three teacher sizes, each priced once
-    assert "11 job(s) in 8 plan(s)" in printed and not (tmp_path / "cache").exists()
+    assert printed.count("distill.teacher_model ") == 2  # two teacher sizes, each priced once (distill.teacher_lr)
+    assert "8 job(s) in 6 plan(s)" in printed and not (tmp_path / "cache").exists()
 
 
 @pytest.fixture(scope="module")

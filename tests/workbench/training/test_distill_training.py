@@ -58,6 +58,10 @@ def teacher_dir(tmp_path_factory):
         (["distill=full", "distill.teacher=/no/such/run"], "/no/such/run does not exist"),
         (["distill=full", "distill.teacher=hf:/no/such/dir"], "/no/such/dir does not exist"),
         (["distill=full", "distill.cache=true", "distill.teacher_model=tiny"], "distill.cache: got True"),
+        (
+            ["distill=full", "distill.teacher_model=tiny", "distill.teacher_lr=0"],
+            r"distill.teacher_lr: got 0.*; allowed: null or a finite number > 0",
+        ),
         (["distill=full", "distill.teacher_model=huge"], "distill.teacher_model: got 'huge'; allowed: a preset"),
         (["distill=full", "distill.teacher_model={layers: 4}"], "distill.teacher_model: got .*allowed: a preset"),
     ],
@@ -183,3 +187,20 @@ def test_teacher_model_is_trained_once_and_the_student_is_the_same_either_way(tm
     second = train(_cfg(tmp_path, *overrides), tmp_path / "b")  # loads that teacher: same random state, same student
     assert (teachers[0] / "results.json").stat().st_mtime_ns == stamp
     assert second["val_loss"] == first["val_loss"] and second["train_loss"] == first["train_loss"]
+
+
+def test_teacher_lr_gives_every_student_rate_one_teacher_trained_at_that_rate(tmp_path):
+    """Without distill.teacher_lr the teacher trains at the student's optim.lr (a grid tuning the student's rate would
+    plan one teacher per rate); with it, students at two rates plan the same teacher, trained at teacher_lr."""
+    base = ["distill=sampled", "distill.teacher_model={n_layers: 1}", f"distill.cache_dir={tmp_path / 'distill'}"]
+
+    def teacher(*overrides: str):
+        (plan,) = planned_jobs([*BASE, *base, *overrides], multirun=False)
+        assert [j.what for j in plan] == ["distill.teacher_model", "run"]
+        return plan[0]
+
+    own = [teacher("optim.lr=1e-3"), teacher("optim.lr=3e-3")]
+    assert own[0].run_dir != own[1].run_dir and [t.cfg.optim.lr for t in own] == [1e-3, 3e-3]
+    shared = [teacher("optim.lr=1e-3", "distill.teacher_lr=5e-3"), teacher("optim.lr=3e-3", "distill.teacher_lr=5e-3")]
+    assert shared[0].run_dir == shared[1].run_dir and shared[0].cfg.optim.lr == 5e-3
+    assert shared[0].run_dir not in {t.run_dir for t in own}
