@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m analysis.params --all
 	$(PY) -m analysis.kv_cache --all --context 32768
-	OMP_NUM_THREADS=1 $(PY) -m workbench.train --multirun +ablation=main_local_global experiment=recall_cpu \
+	OMP_NUM_THREADS=1 $(PY) -m workbench.train --multirun +ablation=main_local_global experiment=reach_cpu \
 		hydra/launcher=joblib hydra.sweep.dir=multirun/main_local_global
 	$(PY) -m analysis.report multirun/main_local_global
 

@@ -33,6 +33,7 @@ from workbench.decide import (  # noqa: F401  (the statistics moved there; noteb
     ARM,
     COLUMNS,
     COMPLETED,
+    CURVE_KINDS,
     LR,
     LR_BOUNDS,
     METRIC,
@@ -297,6 +298,16 @@ def _edge(row: Mapping[str, Any], who: str) -> str:
     return f"{who} best rate {best:g} is {where} of the rates tried ({', '.join(f'{x:g}' for x in tried)}){nxt}"
 
 
+def _kv_cost(kv: Mapping[str, float], arm: str, baseline: str) -> str:
+    """What the arm's layout costs in KV cache against the baseline's (results.json's kv_cache_bytes at the run's
+    kv_reference_context), e.g. "; KV cache 0.17x global's (5.6 MiB vs 32 MiB)"; empty where either is unknown or
+    they are equal."""
+    a, b = kv.get(arm), kv.get(baseline)
+    if a is None or b is None or not (np.isfinite(a) and np.isfinite(b) and b > 0) or a == b:
+        return ""
+    return f"; KV cache {a / b:.2g}x {baseline}'s ({a / 2**20:.3g} MiB vs {b / 2**20:.3g} MiB)"
+
+
 def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: str | None, *, alpha: float = ALPHA,
             bracketing: pd.DataFrame | None = None) -> list[str]:  # fmt: skip
     """summary.md's first lines: a blind study says so first; then one sentence per arm (an unbracketed one says
@@ -316,7 +327,9 @@ def opening(summary: pd.DataFrame, metric: str, margin: float | None, control: s
     base_edge = [_edge(edges[baseline], f"the baseline {baseline}'s")] if baseline in edges else []
     own = {a: [_edge(r, "its")] for a, r in edges.items()}
     arms = arms.assign(edges=["; ".join(own.get(a, []) + base_edge) for a in arms["arm"]])
-    lines += [f"- {_sentence(r, baseline, metric, margin, blind)}" for r in arms.to_dict("records")]
+    kv = dict(zip(summary["arm"], summary["kv_bytes"], strict=True)) if "kv_bytes" in summary else {}
+    lines += [f"- {_sentence(r, baseline, metric, margin, blind)}{_kv_cost(kv, r['arm'], baseline)}"
+              for r in arms.to_dict("records")]  # fmt: skip
     found = arms.loc[~arms["identical"], "mde"].dropna()  # an identical arm's 0 says nothing about the grid
     found = found[np.isfinite(found)]
     if len(found):
@@ -390,6 +403,9 @@ def _notes(runs: pd.DataFrame, margin: float | None, selection: str, state: Mapp
     if is_tuned(runs):
         caveat = f" (no {SELECTION} in the runs: the choice was made on the reported split, so each arm's numbers at "
         caveat += "its best rate are optimistic)"
+        if selection == metric != SELECTION and measures.parse(metric).kind in CURVE_KINDS:
+            caveat = (" (a learning-speed measure picks the rate on itself: the final loss is one floor at every rate "
+                      "that learns the task; each arm's number at its best rate is optimistic alike)")  # fmt: skip
         notes.append(f"best_lr: per arm, the rate with the best mean {selection} over seeds"
                      + ("" if selection == SELECTION else caveat))  # fmt: skip
         if state["bracket"]:

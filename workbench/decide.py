@@ -51,6 +51,7 @@ from scipy import optimize, stats
 from workbench import measures
 
 ARM, METRIC, LR, SELECTION = "ablation.arm", "val_loss", "optim.lr", "selection_loss"
+CURVE_KINDS = ("steps_to", "auc")  # measures of how fast a run learned, read from its logged curve
 ALPHA, POWER = 0.05, 0.8
 COMPLETED = "completed"
 LR_BOUNDS = (1e-6, 10.0)
@@ -83,7 +84,12 @@ def higher_is_better(metric: str) -> bool:
 
 def selection_metric(runs: pd.DataFrame, metric: str) -> str:
     """What picks each arm's learning rate: `selection_loss` (a held-out selection split) where the runs have it,
-    else `metric` itself, the reported split, whose numbers are then optimistic (chosen and reported on one split)."""
+    else `metric` itself, the reported split, whose numbers are then optimistic (chosen and reported on one split).
+    A learning-speed measure (steps_to:, auc:) picks on itself: on a task every good rate learns, the final loss of
+    any split is the same floor at each of them and cannot see how fast (the pick is optimistic alike for every
+    arm); `runs` must then hold the measure's column (`measures.values`)."""
+    if measures.parse(metric).kind in CURVE_KINDS:
+        return metric
     done = runs[runs["status"] == COMPLETED]
     has = SELECTION in done and pd.to_numeric(done[SELECTION], errors="coerce").notna().any()
     return SELECTION if has else metric

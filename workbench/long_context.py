@@ -117,16 +117,19 @@ def passkey_accuracy(
 
 @torch.no_grad()
 def accuracy_by_distance(model: torch.nn.Module, batches: Iterable[Batch], edges: Sequence[int]) -> dict[str, Any]:
-    """Greedy accuracy of `workbench.data.retrieval` rows' answers per distance bucket [edges[i], edges[i + 1]),
-    labelled `lo-hi` (both included): results.json["retrieval"]. A bucket no row fell in has accuracy None."""
+    """Greedy accuracy of `workbench.data.retrieval` rows' answers (every query of a row) per distance bucket
+    [edges[i], edges[i + 1]), labelled `lo-hi` (both included): results.json["retrieval"]. A bucket no query fell in
+    has accuracy None; a query farther than the last edge (num_queries > 1) is in no bucket."""
     device = _device(model)
     correct, counts = np.zeros(len(edges) - 1, dtype=np.int64), np.zeros(len(edges) - 1, dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
         for x, y in batches:
-            hit = (model(x.to(device))[:, -1].argmax(-1).cpu() == y[:, -1]).numpy()
-            bucket = np.searchsorted(edges, query_distances(x).numpy(), side="right") - 1
+            cols = (y != IGNORE).any(0).nonzero().flatten()
+            hit = (model(x.to(device))[:, cols].argmax(-1).cpu() == y[:, cols]).numpy().ravel()
+            distance = query_distances(x, cols.tolist()).numpy().ravel()
+            bucket = np.searchsorted(edges, distance, side="right") - 1
             inside = (bucket >= 0) & (bucket < len(counts))
             np.add.at(counts, bucket[inside], 1)
             np.add.at(correct, bucket[inside], hit[inside])

@@ -512,3 +512,32 @@ def test_a_committed_study_reports_as_before_with_the_new_columns(tmp_path, caps
     assert (s["censored"] == 0).all() and set(s.loc[~s["baseline"], "test"]) == {"paired t"}
     assert "coarse (above 5×)" in (tmp_path / "summary.md").read_text()  # local's 2.16 nats against ±0.1
     capsys.readouterr()
+
+
+def test_a_learning_speed_measure_picks_each_arm_s_rate_on_itself_not_on_the_final_loss(tmp_path, capsys):
+    """Three rates per arm: the middle one learns 40-60 steps sooner than its neighbours but ends 0.01 nats higher on
+    the selection split (all at the floor). steps_to must pick the middle one (so both arms are bracketed) and say
+    why."""
+    root = tmp_path / "grid"
+    for arm, late in (("base", 0), ("slow", 30)):
+        for lr, (extra, sel) in {1e-3: (60, 0.50), 3e-3: (0, 0.51), 1e-2: (40, 0.50)}.items():
+            for seed, head in enumerate(EIGHT):
+                write_run(root, arm, seed, 0.5 + 0.001 * seed, lr=lr, selection_loss=sel + 0.001 * seed,
+                          metric="steps_to:train/loss<0.5", margin=5.0)  # fmt: skip
+                write_curve(root / f"{arm}_s{seed}_lr{lr:g}", 50 + head + late + extra)
+    s = by_arm(report.report(root))
+    assert (s.loc["base", "best_lr"], s.loc["slow", "best_lr"]) == (3e-3, 3e-3)  # selection_loss would say 1e-3
+    assert s.loc["slow", "delta"] == 30.0 and s.loc["slow", "decision"] == "worse"
+    assert "(a learning-speed measure picks the rate on itself" in (root / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def test_each_arm_s_sentence_states_its_kv_cache_against_the_baseline_s(tmp_path, capsys):
+    root = write_grid(tmp_path / "kv", {"base": 2.0 + SEED_EFFECT[:3], "local": 2.5 + SEED_EFFECT[:3]})
+    for run in root.glob("local_*"):
+        results = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**results, "kv_cache_bytes": 1024}))
+    report.report(root)
+    line = next(x for x in (root / "summary.md").read_text().splitlines() if x.startswith("- local vs base"))
+    assert line.endswith("; KV cache 0.25x base's (0.000977 MiB vs 0.00391 MiB)")  # 1024 / 4096 bytes
+    capsys.readouterr()

@@ -95,9 +95,17 @@ def _rates(runs: pd.DataFrame, arm: str) -> list[float]:
     return sorted(runs.loc[runs[ARM] == arm, LR].unique().tolist())
 
 
+def _brackets(runs: pd.DataFrame, s: Settings, *, bracket: bool) -> pd.DataFrame:
+    """decide.brackets with the rates picked as the report picks them (a learning-speed measure on itself)."""
+    measured = measures.values(runs, s.metric, smooth=s.smooth, eval_average=s.eval_average)["value"]
+    runs = runs.assign(**{s.metric: measured})
+    return decide.brackets(runs, bounds=s.bounds, step=s.step, bracket=bracket,
+                           selection=decide.selection_metric(runs, s.metric))  # fmt: skip
+
+
 def bracketing(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], str]:
     """The next rates of every unbracketed arm, at each of its seeds; and why."""
-    table = decide.brackets(runs, bounds=s.bounds, step=s.step, bracket=True)
+    table = _brackets(runs, s, bracket=True)
     combos, why = [], []
     for row in table.to_dict("records"):
         if row["bracketed"] or row["next_lr"] is None or pd.isna(row["next_lr"]):
@@ -113,7 +121,7 @@ def decisions(runs: pd.DataFrame, s: Settings, look: int) -> pd.DataFrame:
     """The arms' decisions at look `look` (1-based), each look at alpha / the planned looks; a call made at an earlier
     look stays (`decide.summarize` replays the looks)."""
     done = runs[runs["status"].isin(["completed", "failed"])]
-    table = decide.brackets(done, bounds=s.bounds, step=s.step, bracket=s.bracket)
+    table = _brackets(done, s, bracket=s.bracket)
     return decide.summarize(done, s.baseline or str(done[ARM].iloc[0]), s.metric, margin=s.margin,
                             control=s.control, alpha=decide.look_alpha(s.alpha, s.max_looks), looks=s.looks[:look],
                             bracketed=dict(zip(table["arm"], table["bracketed"], strict=True)), smooth=s.smooth,

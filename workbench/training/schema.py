@@ -206,9 +206,10 @@ class PasskeyData(DataConfig):
 @dataclass
 class RetrievalData(DataConfig):
     """Retrieval by content, graded by distance (workbench.data.retrieval): num_pairs key-value pairs among
-    distractors, then QUERY and one of the keys; the loss is on its value. Each row's distance (query minus pair) is
-    drawn within a bucket of `distance_edges`, every bucket in every batch; results.json["retrieval"] holds the
-    validation accuracy per bucket. Chance = 1 / num_values."""
+    distractors, then QUERY and num_queries of the keys, each followed by its value; the loss is on those values.
+    Pair 0's distance (query minus pair) is drawn within a bucket of `distance_edges`, every bucket in every batch;
+    the other queries' pairs sit anywhere. results.json["retrieval"] holds the validation accuracy per bucket over
+    every query. Chance = 1 / num_values."""
 
     source: str = "retrieval"
     batch_size: int = integer(32, 1)
@@ -217,6 +218,7 @@ class RetrievalData(DataConfig):
     num_keys: int = integer(32, 1)
     num_values: int = integer(32, 1)
     num_distractors: int = integer(16, 1)
+    num_queries: int = integer(1, 1)  # answers per row: more signal per step for the same tokens
     # bucket edges in tokens, [a, b) per bucket, from 3 to seq_len; null: 3, powers of two from 8, seq_len
     distance_edges: list[int] | None = None
     val_batches: int = integer(8, 1)

@@ -14,6 +14,7 @@ from workbench.config import ModelConfig
 from workbench.data import build_data
 from workbench.data.bundle import IGNORE
 from workbench.data.retrieval import bucket_labels, default_edges, query_distances
+from workbench.long_context import accuracy_by_distance
 from workbench.training.dry_run import dry_run, job_cost
 from workbench.training.sweep import planned_jobs
 
@@ -103,11 +104,64 @@ def test_densest_rows_still_fit_every_pair():
             assert len(row["keys"]) == 5 and row["target"] == row["value_after_key"]
 
 
+def test_several_queries_each_ask_for_their_own_pair_by_content():
+    """num_queries = 3: the row ends QUERY k0 v0 k1 v1 k2 v2; each scored target is the value that followed its key
+    earlier in the row, read independently of the generator; pair 0's distance still fills every bucket."""
+    cfg = {**CFG, "num_queries": 3, "distance_edges": [3, 8, 12, 32, 60]}
+    bundle = build_data(cfg, seed=5)
+    for i in range(5):
+        x, y = bundle.train(i)
+        scored = (y != IGNORE).any(0).nonzero().flatten().tolist()
+        assert scored == [59, 61, 63] and bool((y[:, scored] != IGNORE).all())
+        assert bool((x[:, 58] == QUERY).all())
+        distances = query_distances(x, scored)
+        for r, (xr, yr) in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
+            assert len({xr[p] for p in scored}) == 3 and all(xr[p] < K for p in scored)
+            for j, p in enumerate(scored):
+                earlier = [t for t in range(58) if xr[t] == xr[p]]
+                assert len(earlier) == 1 and yr[p] == xr[earlier[0] + 1]
+                assert distances[r, j] == p - earlier[0]
+        assert np.histogram(distances[:, 0].numpy(), bins=cfg["distance_edges"])[0].tolist() == [3, 3, 3, 3]
+
+
+class _Oracle(torch.nn.Module):
+    """Reads each query's value from the row (an independent lookup), right only where the distance is below
+    `reach`: the accuracy per bucket is then known exactly."""
+
+    def __init__(self, reach: int, vocab: int):
+        super().__init__()
+        self.reach, self.vocab, self.anchor = reach, vocab, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*x.shape, self.vocab)
+        for b, row in enumerate(x.tolist()):
+            for p in range(2, len(row)):
+                earlier = [t for t in range(p) if row[t] == row[p] and row[p] < K]
+                if earlier and p - earlier[0] < self.reach:
+                    logits[b, p, row[earlier[0] + 1]] = 1.0
+        return logits
+
+
+def test_accuracy_by_distance_scores_every_query_in_its_own_bucket():
+    cfg = {**CFG, "num_queries": 3, "distance_edges": [3, 12, 32, 60]}
+    bundle = build_data(cfg, seed=2)
+    scored = [59, 61, 63]
+    got = accuracy_by_distance(_Oracle(12, bundle.vocab_size), bundle.val, cfg["distance_edges"])
+    distance = torch.cat([query_distances(x, scored) for x, _ in bundle.val]).flatten()
+    inside = distance < 60
+    assert sum(got["counts"].values()) == int(inside.sum())  # every query in range counted once
+    assert got["accuracy_by_distance"]["3-11"] == 1.0 and got["accuracy_by_distance"]["12-31"] <= 1 / V * 4
+    assert got["counts"]["3-11"] == int((distance < 12).sum())
+
+
 BAD = {
     "pairs past the keys": (["data.num_pairs=20", "data.num_keys=16"], ["data.num_pairs: got 20",
                                                                         "at most data.num_keys=16"]),
     "sequence too short": (["data.seq_len=12", "data.num_pairs=4"], ["data.seq_len: got 12", "at least 3 x "
-                                                                     "data.num_pairs + 1 = 13"]),
+                                                                     "data.num_pairs + 2 x data.num_queries - 1 = 13"]),
+    "queries past the pairs": (["data.num_queries=5"], ["data.num_queries: got 5", "1 to data.num_pairs=4"]),
+    "edge past the queries": (["data.num_queries=4", "data.distance_edges=[3,8,128]"],
+                              ["data.distance_edges: got [3, 8, 128]", "to 122", "the farthest possible is 121"]),
     "edges not increasing": (["data.distance_edges=[3,20,10]"], ["data.distance_edges: got [3, 20, 10]",
                                                                  "strictly increasing"]),
     "edge below 3": (["data.distance_edges=[1,8]"], ["data.distance_edges: got [1, 8]", "from 3"]),

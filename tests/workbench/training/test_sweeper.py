@@ -30,6 +30,7 @@ ablation:
 {arms}
 """
 ARMS = "    a: {model.window: 16}\n    b: {model.window: 32}"
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_grid(folder: Path, name: str = "mine", seeds: str = "[0]", lrs: str = "[3.0e-3]", arms: str = ARMS,
@@ -224,8 +225,11 @@ def test_a_pilot_measures_the_noise_and_stops_a_design_that_cannot_reach_its_mar
 
 
 def test_make_runs_grid_plans_on_its_experiment(tmp_path):
-    """The Makefile's `make run` command: main_local_global on experiment=recall_cpu (the passkey source, which has
-    none of the text sources' keys quick mode sets) plans every job of its first round."""
-    plans = planned_jobs(["+ablation=main_local_global", "experiment=recall_cpu", f"hydra.sweep.dir={tmp_path}"])
+    """The Makefile's `make run` command (its overrides read from the Makefile) plans every job of its first round:
+    arms x rates x seeds of its grid, on the retrieval source, with none of the text sources' keys quick mode sets."""
+    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines() if "+ablation=main_local_global" in ln)
+    overrides = [t for t in line.split() if "=" in t and not t.startswith(("OMP_", "hydra"))]
+    assert overrides == ["+ablation=main_local_global", "experiment=reach_cpu"]
+    plans = planned_jobs([*overrides, f"hydra.sweep.dir={tmp_path}"])
     assert len(plans) == 3 * 2 * 3  # arms x rates x seeds
-    assert {p[-1].cfg.data.source for p in plans} == {"passkey"}
+    assert {p[-1].cfg.data.source for p in plans} == {"retrieval"}
