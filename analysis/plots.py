@@ -96,8 +96,10 @@ def kv_bytes_vs_context(
     return save(fig, path)
 
 
-def pareto_frontier(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both x and y (lower is better), sorted by x."""
+def pareto_frontier(x: np.ndarray, y: np.ndarray, higher_is_better: bool = False) -> np.ndarray:
+    """Indices of the points no other point beats on both x (lower is better) and y (lower is better, or higher
+    where `higher_is_better`), sorted by x."""
+    y = -np.asarray(y, dtype=float) if higher_is_better else y
     order = np.lexsort((y, x))
     keep, best = [], np.inf
     for i in order:
@@ -109,10 +111,12 @@ def pareto_frontier(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def loss_vs_kv_pareto(
     runs: pd.DataFrame, path: str | Path, *, x: str = "kv_bytes", y: str = "val_loss", label: str | None = None,
+    ylabel: str | None = None, higher_is_better: bool = False,
 ) -> list[Path]:  # fmt: skip
-    """Quality against KV-cache memory, with the frontier of runs no other run beats on both."""
+    """Quality against KV-cache memory, with the frontier of runs no other run beats on both (less memory, and a
+    lower `y`, or a higher one where `higher_is_better`: an accuracy, or a learning speed such as its area)."""
     xs, ys = runs[x].to_numpy(float), runs[y].to_numpy(float)
-    front = pareto_frontier(xs, ys)
+    front = pareto_frontier(xs, ys, higher_is_better)
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ax.scatter(xs / GIB, ys, color="C0", alpha=0.7)
@@ -120,7 +124,7 @@ def loss_vs_kv_pareto(
     if label is not None:
         for xi, yi, text in zip(xs, ys, runs[label], strict=True):
             ax.annotate(str(text), (xi / GIB, yi), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
-    ax.set(xscale="log", xlabel="KV cache (GiB)", ylabel=y)
+    ax.set(xscale="log", xlabel="KV cache (GiB)", ylabel=ylabel or y)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return save(fig, path)

@@ -11,7 +11,8 @@ must come out worse, or the study is marked blind (`sensitive` no). Runs of more
 --allow-mixed-commits: a code change alone moves a 3-seed mean by as much as the effects under study.
 
 Writes summary.csv and summary.md (first one sentence per arm, then the table and the failed runs) and PNG/SVG
-figures: loss curves per arm, a forest plot of Δ, val loss vs KV bytes, and (tuned grids) loss vs learning rate.
+figures: loss curves per arm, a forest plot of Δ, the metric vs KV bytes (`val_loss_vs_kv`, or `metric_vs_kv` for
+another metric), and (tuned grids) the metric vs learning rate.
 """
 
 from __future__ import annotations
@@ -222,7 +223,14 @@ def figures(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, metric: str = 
             hi="delta_hi",
             xlabel=f"Δ {metric} vs baseline ({'higher' if m.higher_is_better else 'lower'} is better)",
         ),
-        *plots.loss_vs_kv_pareto(pareto, out / "val_loss_vs_kv", x="kv_bytes", y="mean", label="arm"),
+        *plots.loss_vs_kv_pareto(
+            pareto,
+            out / ("val_loss_vs_kv" if metric == METRIC else "metric_vs_kv"),
+            label="arm",
+            y="mean",
+            ylabel=f"{metric} (mean over seeds)",
+            higher_is_better=m.higher_is_better,
+        ),
     ]
     if is_tuned(runs):
         best = dict(zip(summary["arm"], summary["best_lr"], strict=True))

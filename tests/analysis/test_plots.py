@@ -35,6 +35,11 @@ def test_pareto_frontier_and_plot(tmp_path):
     runs = pd.DataFrame({"kv_bytes": [4e9, 1e9, 2e9, 3e9], "val_loss": [2.0, 2.5, 2.2, 2.3], "label": list("abcd")})
     assert list(plots.pareto_frontier(runs.kv_bytes.to_numpy(), runs.val_loss.to_numpy())) == [1, 2, 0]
     assert_written(plots.loss_vs_kv_pareto(runs, tmp_path / "pareto", label="label"), "pareto")
+    # an accuracy (higher is better): the frontier is the points no other beats with less memory and a higher value
+    acc = runs.assign(auc=[0.9, 0.5, 0.8, 0.7])  # d (3 GB, 0.7) is beaten by c (2 GB, 0.8)
+    assert list(plots.pareto_frontier(acc.kv_bytes.to_numpy(), acc.auc.to_numpy(), higher_is_better=True)) == [1, 2, 0]
+    assert list(plots.pareto_frontier(acc.kv_bytes.to_numpy(), acc.auc.to_numpy())) == [1]  # lower: b beats all
+    assert_written(plots.loss_vs_kv_pareto(acc, tmp_path / "acc", y="auc", higher_is_better=True), "acc")
 
 
 @pytest.mark.parametrize("n_runs", [36, 3], ids=["fit", "too-few"])
