@@ -13,9 +13,10 @@ other steps' budgets were trimmed to fit it (from 165/195/80/30 s to 150/150/70/
 every command, goes to stdout and `--out`. MFU is against a dense bf16 matmul rate measured on the device: Lightning's
 datasheet table has no entry for a plain "NVIDIA H200" and lists Hopper's sparse peaks.
 Usage: `python -m benchmarks.gpu_check [--out gpu_check.md] [--step KEY ...] [--pilot-arms BASELINE ARM ...]
-[--pilot-seeds N] [--pilot-dir DIR]`; `--step` runs only the named steps (a device lent for at most 10 minutes a
-command runs the check in two calls: `--step cuda_tests train prefill kv_cache`, then `--step pilot`); `--dry` prints
-the plan anywhere and exits 0; without `--dry` and without CUDA it exits 2. Exit 1 when a step fails.
+[--pilot-seeds N] [--pilot-dir DIR] [--pilot-set KEY=VALUE ...]`; `--step` runs only the named steps (a device lent
+for at most 10 minutes a command runs the check in two calls: `--step cuda_tests train prefill kv_cache`, then
+`--step pilot`); `--dry` prints the plan anywhere and exits 0; without `--dry` and without CUDA it exits 2. Exit 1
+when a step fails.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def _pilot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pilot:
                      "baseline first")  # fmt: skip
     if args.pilot_seeds < 2:
         parser.error(f"--pilot-seeds: got {args.pilot_seeds}; allowed: 2 or more (a seed SD needs two)")
-    return Pilot(tuple(args.pilot_arms), args.pilot_seeds, args.pilot_dir)
+    return Pilot(tuple(args.pilot_arms), args.pilot_seeds, args.pilot_dir, overrides=tuple(args.pilot_set))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pilot-seeds", type=int, default=default.seeds, help="seeds per arm (default: %(default)s)")
     parser.add_argument("--pilot-dir", default=default.sweep_dir,
                         help="the pilot's sweep dir, from the repository root (default: %(default)s)")
+    parser.add_argument("--pilot-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="more overrides of the pilot's training command (e.g. trainer.max_steps=600)")
     # fmt: on
     args = parser.parse_args(argv)
     pilot = _pilot(args, parser)

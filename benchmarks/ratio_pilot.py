@@ -37,12 +37,13 @@ READ_S = 30  # of the step's budget, kept for reading the runs after the trainin
 @dataclass(frozen=True)
 class Pilot:
     """What the pilot trains: `arms` of the grid (the first is the baseline), seeds 0..seeds-1 each, into
-    `sweep_dir`, within `budget_s` (the gpu_check step's budget)."""
+    `sweep_dir`, within `budget_s` (the gpu_check step's budget), `overrides` on top."""
 
     arms: tuple[str, ...] = ("r5_1", "global")
     seeds: int = 3
     sweep_dir: str = "multirun/gpu_check_pilot"
     budget_s: int = 500
+    overrides: tuple[str, ...] = ()  # more of the training command's overrides, last (e.g. trainer.max_steps=600)
 
     @property
     def baseline(self) -> str:
@@ -60,11 +61,13 @@ class Pilot:
                 f"ablation.arm={','.join(self.arms)}", f"ablation.seeds=[{','.join(map(str, range(self.seeds)))}]",
                 "ablation.lrs=[]", "ablation.bracket=false", f"ablation.baseline={self.baseline}",
                 "ablation.control=null", "ablation.margin=null", f'ablation.metric="{STEPS_TO}"',
-                f"ablation.eval_average={EVAL_AVERAGE}", f"hydra.sweep.dir={self.sweep_dir}")  # fmt: skip
+                f"ablation.eval_average={EVAL_AVERAGE}", f"hydra.sweep.dir={self.sweep_dir}",
+                *self.overrides)  # fmt: skip
 
     def probe_flags(self) -> tuple[str, ...]:
         """`benchmarks.gpu_check`'s flags that rebuild this pilot inside the step's subprocess."""
-        return ("--pilot-arms", *self.arms, "--pilot-seeds", str(self.seeds), "--pilot-dir", self.sweep_dir)
+        flags = ("--pilot-arms", *self.arms, "--pilot-seeds", str(self.seeds), "--pilot-dir", self.sweep_dir)
+        return (*flags, "--pilot-set", *self.overrides) if self.overrides else flags
 
 
 def train(pilot: Pilot, root: Path, seconds: float) -> tuple[int | None, float]:

@@ -32,13 +32,15 @@ def test_dry_prints_every_step_with_its_command_and_budget():
 
 def test_dry_with_steps_and_pilot_flags_plans_only_those_steps_with_that_pilot():
     p = _run("-m", "benchmarks.gpu_check", "--dry", "--step", "pilot", "--pilot-arms", "global", "r1_1", "local",
-             "--pilot-seeds", "4", "--pilot-dir", "elsewhere")  # fmt: skip
+             "--pilot-seeds", "4", "--pilot-dir", "elsewhere", "--pilot-set", "trainer.max_steps=600")  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"plan: 1 steps, {gpu_check.PILOT.budget_s} s of budget")
     assert "1. pilot: local:global ratio, global vs r1_1 vs local x 4 seeds" in p.stdout and "12 runs" in p.stdout
     assert "ablation.arm=global,r1_1,local 'ablation.seeds=[0,1,2,3]'" in p.stdout
     assert "ablation.baseline=global" in p.stdout and "hydra.sweep.dir=elsewhere" in p.stdout
-    assert "--pilot-arms global r1_1 local --pilot-seeds 4 --pilot-dir elsewhere" in p.stdout
+    assert "hydra.sweep.dir=elsewhere trainer.max_steps=600\n" in p.stdout
+    flags = "--pilot-arms global r1_1 local --pilot-seeds 4 --pilot-dir elsewhere --pilot-set trainer.max_steps=600"
+    assert f"$ python -m benchmarks.gpu_check --probe pilot {flags}\n" in p.stdout + "\n"
 
 
 @pytest.mark.parametrize(
@@ -48,9 +50,11 @@ def test_dry_with_steps_and_pilot_flags_plans_only_those_steps_with_that_pilot()
      (["--pilot-seeds", "1"], "--pilot-seeds: got 1; allowed: 2 or more"),
      (["--step", "nope"], "argument --step: invalid choice: 'nope'")],
 )  # fmt: skip
-def test_bad_pilot_flags_exit_2_naming_the_flag(flags, message):
-    p = _run("-m", "benchmarks.gpu_check", "--dry", *flags)
-    assert p.returncode == 2 and p.stdout == "" and message in p.stderr
+def test_bad_pilot_flags_exit_2_naming_the_flag(flags, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.main(["--dry", *flags])
+    out = capsys.readouterr()
+    assert stop.value.code == 2 and out.out == "" and message in out.err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA device exists")

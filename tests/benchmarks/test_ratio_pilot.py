@@ -144,3 +144,20 @@ def test_the_cli_dry_run_plans_and_prices_the_pilot(tmp_path):
             assert f"arm {arm}  " in p.stdout and f" {arm}_s{seed}_" in p.stdout
     assert "first round (the grid as written)" in p.stdout and "est. min" in p.stdout
     assert not (tmp_path / "sweep").exists()
+
+
+TINY = ("model.n_layers=2", "model.d_model=32", "model.mlp_hidden=64", "model.n_heads=2", "model.n_kv_heads=1",
+        "model.window=8", "model.max_seq_len=32", "data.seq_len=32", "data.batch_size=8", "data.distance_edges=null",
+        "data.val_batches=1", "trainer.max_steps=20", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1",
+        "optim.warmup_steps=1", "threads=1", "trainer.precision=32-true")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_probe_trains_through_the_cli_and_reads_every_run(tmp_path):
+    """The whole path the GPU step takes, on CPU at a toy size (about 45 s): the CLI's sweep, then the reading."""
+    pilot = Pilot(seeds=2, sweep_dir=str(tmp_path / "sweep"), budget_s=400, overrides=TINY)
+    out = ratio_pilot.report(pilot, ROOT)
+    assert out["ok"] and out["result"].startswith("4 of 4 runs completed in ")
+    labels = [label for label, _ in out["rows"]]
+    assert labels == ["r5_1 (baseline)", "global", "global - r5_1"]
+    assert all("2 of 2 seeds completed, 0 failed" in text for _, text in out["rows"][:2])
