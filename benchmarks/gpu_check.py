@@ -1,15 +1,22 @@
-"""One CUDA device, at most 8 minutes: what the CPU machines cannot check, in one markdown table.
+"""One CUDA device, at most 15 minutes: what the CPU machines cannot check, in one markdown table.
 
 Steps, each a subprocess with its own time budget (a hung compile cannot eat the others' time): the CUDA-only
 attention tests (flex and flash against the dense mask, forward and backward, local and soft-capped layers);
 `base125m` training tokens/s and MFU, bf16-mixed and compiled, through `benchmarks.train_speed`'s code path, with
 its peak memory; prefill of a 5:1 model with W = 1,024 at 8,192 tokens under the flex and dense-mask attention
-paths, side by side (`benchmarks.throughput`'s measurement), with their peak memory; and the KV cache allocated on
-the device, measured (`torch.cuda.memory_allocated`) against `workbench.accounting.kv_cache_bytes`. The table, with the
-device and every command, goes to stdout and `--out`. MFU is against a dense bf16 matmul rate measured on the
-device: Lightning's datasheet table has no entry for a plain "NVIDIA H200" and lists Hopper's sparse peaks.
-Usage: `python -m benchmarks.gpu_check [--out gpu_check.md]`; `--dry` prints the plan anywhere and exits 0;
-without `--dry` and without CUDA it exits 2. Exit 1 when a step fails.
+paths, side by side (`benchmarks.throughput`'s measurement), with their peak memory; the KV cache allocated on
+the device, measured (`torch.cuda.memory_allocated`) against `workbench.accounting.kv_cache_bytes`; and a pilot of
+the local:global ratio study (`benchmarks.ratio_pilot`: two arms of `local_global_ratio` on
+`experiment=retrieval_gpu`, 3 seeds each, through the training CLI), which measures the seed noise of its learning
+speed and the MDE at 4, 8 and 16 seeds, one row per arm and per comparison. The pilot takes 500 s of the 900; the
+other steps' budgets were trimmed to fit it (from 165/195/80/30 s to 150/150/70/30 s). The table, with the device and
+every command, goes to stdout and `--out`. MFU is against a dense bf16 matmul rate measured on the device: Lightning's
+datasheet table has no entry for a plain "NVIDIA H200" and lists Hopper's sparse peaks.
+Usage: `python -m benchmarks.gpu_check [--out gpu_check.md] [--step KEY ...] [--pilot-arms BASELINE ARM ...]
+[--pilot-seeds N] [--pilot-dir DIR] [--pilot-set KEY=VALUE ...]`; `--step` runs only the named steps (a device lent
+for at most 10 minutes a command runs the check in two calls: `--step cuda_tests train prefill kv_cache`, then
+`--step pilot`); `--dry` prints the plan anywhere and exits 0; without `--dry` and without CUDA it exits 2. Exit 1
+when a step fails.
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ from typing import Any
 
 import torch
 
+from benchmarks import ratio_pilot
+from benchmarks.ratio_pilot import Pilot
+
 ROOT = Path(__file__).resolve().parents[1]
-LIMIT_S = 480
+LIMIT_S = 900
 CUDA_TESTS = (  # every test that skips without CUDA (tests/benchmarks/test_gpu_check.py keeps this list whole)
     "tests/workbench/blocks/test_attention.py::test_cuda_auto_path_equals_dense_forward_and_gradients",  # 12 cases
     "tests/workbench/blocks/test_attention.py::test_cuda_model_auto_path_equals_dense_logits_and_gradients",
@@ -43,7 +53,8 @@ PYTEST_FLAGS = ("-q", "-rs", "-p", "no:cacheprovider")
 TRAIN = {"preset": "base125m", "steps": 50, "precision": "bf16-mixed", "batch_size": 16, "compile": True}
 PREFILL = {"preset": "base125m", "context": 8192, "window": 1024, "warmup": 2, "repeats": 5}
 KV = (("base125m", 8192), ("gemma3-27b", 32768))
-PROBES = ("train", "prefill", "kv_cache")
+PROBES = ("train", "prefill", "kv_cache", "pilot")
+PILOT = Pilot()  # r5_1 vs global, 3 seeds, 500 s
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class Step:
     argv: tuple[str, ...]  # after `python`
     budget_s: int
     what: str
+    key: str = ""  # what `--step` names it by
 
     @property
     def command(self) -> str:
@@ -65,26 +77,39 @@ class StepResult:
     ok: bool
     result: str
     peak_gib: float | None = None
+    rows: tuple[tuple[str, str], ...] = ()  # (label, result) rows below the step's own (the pilot's per arm)
 
 
 def _probe(name: str) -> tuple[str, ...]:
     return ("-m", "benchmarks.gpu_check", "--probe", name)
 
 
-STEPS = (
-    Step("CUDA tests", ("-m", "pytest", *CUDA_TESTS, *PYTEST_FLAGS), 165,
-         f"the {CUDA_TEST_CASES} cases that skip without CUDA: compiled flex and flash against the dense mask, "
-         "forward and backward, local and soft-capped layers, fp32 and bf16"),
-    Step("train base125m (bf16-mixed, compiled)", _probe("train"), 195,
-         "benchmarks.train_speed.measure: base125m, bf16-mixed, torch.compile, batch 16, 50 steps; tokens/s, MFU, "
-         "torch.cuda.max_memory_allocated"),
-    Step("prefill 8k, 5:1 W=1,024: flex vs dense", _probe("prefill"), 80,
-         "benchmarks.throughput.measure: prefill of base125m at 8,192 tokens, window 1,024, attention_path flex and "
-         "dense in turns; their logits must agree"),
-    Step("KV cache on CUDA: measured == computed", _probe("kv_cache"), 30,
-         "Transformer.new_cache on the device (base125m @8,192, gemma3-27b @32,768, bf16): memory_allocated "
-         "growth == workbench.accounting.kv_cache_bytes == KVCache.nbytes"),
-)  # fmt: skip
+def steps(pilot: Pilot = PILOT) -> tuple[Step, ...]:
+    """The check's steps, the pilot as `pilot` sets it."""
+    train = shlex.join(["python", *pilot.train_argv()])
+    return (
+        Step("CUDA tests", ("-m", "pytest", *CUDA_TESTS, *PYTEST_FLAGS), 150,
+             f"the {CUDA_TEST_CASES} cases that skip without CUDA: compiled flex and flash against the dense mask, "
+             "forward and backward, local and soft-capped layers, fp32 and bf16", "cuda_tests"),
+        Step("train base125m (bf16-mixed, compiled)", _probe("train"), 150,
+             "benchmarks.train_speed.measure: base125m, bf16-mixed, torch.compile, batch 16, 50 steps; tokens/s, MFU, "
+             "torch.cuda.max_memory_allocated", "train"),
+        Step("prefill 8k, 5:1 W=1,024: flex vs dense", _probe("prefill"), 70,
+             "benchmarks.throughput.measure: prefill of base125m at 8,192 tokens, window 1,024, attention_path flex "
+             "and dense in turns; their logits must agree", "prefill"),
+        Step("KV cache on CUDA: measured == computed", _probe("kv_cache"), 30,
+             "Transformer.new_cache on the device (base125m @8,192, gemma3-27b @32,768, bf16): memory_allocated "
+             "growth == workbench.accounting.kv_cache_bytes == KVCache.nbytes", "kv_cache"),
+        Step(f"pilot: local:global ratio, {' vs '.join(pilot.arms)} x {pilot.seeds} seeds",
+             (*_probe("pilot"), *pilot.probe_flags()), pilot.budget_s,
+             f"benchmarks.ratio_pilot: {pilot.runs} runs of experiment=retrieval_gpu (one rate per arm, not "
+             "bracketed), read by workbench.measures/decide: per arm steps_to median and seed SD, solved share, "
+             "tokens/s; the paired MDE at 4, 8, 16 seeds. Trains: " + train, "pilot"),
+    )  # fmt: skip
+
+
+STEPS = steps()
+STEP_KEYS = tuple(s.key for s in STEPS)
 MARK = "gpu_check result: "  # a probe's last word, among whatever else Lightning or torch print
 
 
@@ -104,12 +129,15 @@ def markdown_table(device: str, results: list[StepResult]) -> str:
         cells = [r.step.name, f"`{r.step.command}`", str(r.step.budget_s), f"{r.wall_s:.1f}",
                  "ok" if r.ok else "FAIL", r.result, peak]  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        for label, result in r.rows:
+            sub = [f"{r.step.key or r.step.name}: {label}", "", "", "", "", result, ""]
+            lines.append("| " + " | ".join(_cell(c) for c in sub) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plan() -> str:
-    lines = [f"plan: {len(STEPS)} steps, {sum(s.budget_s for s in STEPS)} s of budget (limit {LIMIT_S} s)"]
-    lines += [f"{i}. {s.name} ({s.budget_s} s): {s.what}\n   $ {s.command}" for i, s in enumerate(STEPS, 1)]
+def plan(chosen: tuple[Step, ...] = STEPS) -> str:
+    lines = [f"plan: {len(chosen)} steps, {sum(s.budget_s for s in chosen)} s of budget (limit {LIMIT_S} s)"]
+    lines += [f"{i}. {s.name} ({s.budget_s} s): {s.what}\n   $ {s.command}" for i, s in enumerate(chosen, 1)]
     return "\n".join(lines)
 
 
@@ -134,7 +162,8 @@ def run_step(step: Step) -> StepResult:
     if proc.returncode != 0 or not reports:
         return StepResult(step, wall, False, f"exit {proc.returncode}: {_last_line(err or out)}")
     report = json.loads(reports[-1])
-    return StepResult(step, wall, report["ok"], report["result"], report["peak_gib"])
+    rows = tuple((str(label), str(result)) for label, result in report.get("rows", []))
+    return StepResult(step, wall, report["ok"], report["result"], report["peak_gib"], rows)
 
 
 def _last_line(out: str) -> str:
@@ -229,26 +258,51 @@ def probe_kv_cache() -> dict[str, Any]:
     return {"ok": ok, "result": "; ".join(parts) + " (bf16, batch 1)", "peak_gib": peak / 2**30}
 
 
+def _pilot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pilot:
+    if len(args.pilot_arms) < 2 or len(set(args.pilot_arms)) < len(args.pilot_arms):
+        parser.error(f"--pilot-arms: got {args.pilot_arms}; allowed: two or more distinct arms of the grid, the "
+                     "baseline first")  # fmt: skip
+    if args.pilot_seeds < 2:
+        parser.error(f"--pilot-seeds: got {args.pilot_seeds}; allowed: 2 or more (a seed SD needs two)")
+    return Pilot(tuple(args.pilot_arms), args.pilot_seeds, args.pilot_dir, overrides=tuple(args.pilot_set))
+
+
 def main(argv: list[str] | None = None) -> int:
+    default = PILOT
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_check.md", help="the markdown table's file")
     parser.add_argument("--dry", action="store_true", help="print the plan (steps, commands, budgets) and exit 0")
+    parser.add_argument("--step", nargs="+", choices=STEP_KEYS, help="run only these steps (default: all)")
     parser.add_argument("--probe", choices=PROBES, help="run one step's measurement here and print it as JSON")
+    # fmt: off
+    parser.add_argument("--pilot-arms", nargs="+", default=list(default.arms), metavar="ARM",
+                        help="the pilot's arms of local_global_ratio, the baseline first (default: %(default)s)")
+    parser.add_argument("--pilot-seeds", type=int, default=default.seeds, help="seeds per arm (default: %(default)s)")
+    parser.add_argument("--pilot-dir", default=default.sweep_dir,
+                        help="the pilot's sweep dir, from the repository root (default: %(default)s)")
+    parser.add_argument("--pilot-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="more overrides of the pilot's training command (e.g. trainer.max_steps=600)")
+    # fmt: on
     args = parser.parse_args(argv)
+    pilot = _pilot(args, parser)
+    chosen = tuple(s for s in steps(pilot) if args.step is None or s.key in args.step)
     if args.dry:
-        print(plan())
+        print(plan(chosen))
         return 0
     if not torch.cuda.is_available():
         print("error: no CUDA device is visible; benchmarks.gpu_check runs on one (--dry prints the plan)",
               file=sys.stderr)  # fmt: skip
         return 2
     if args.probe:
-        report = {"train": probe_train, "prefill": probe_prefill, "kv_cache": probe_kv_cache}[args.probe]()
+        if args.probe == "pilot":
+            report = ratio_pilot.report(pilot, ROOT)
+        else:
+            report = {"train": probe_train, "prefill": probe_prefill, "kv_cache": probe_kv_cache}[args.probe]()
         print(MARK + json.dumps(report))
         return 0
     results = []
-    for i, step in enumerate(STEPS, 1):
-        print(f"[{i}/{len(STEPS)}] {step.name} (budget {step.budget_s} s): $ {step.command}", file=sys.stderr)
+    for i, step in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {step.name} (budget {step.budget_s} s): $ {step.command}", file=sys.stderr)
         results.append(run_step(step))
     table = markdown_table(f"{torch.cuda.get_device_name()}, CUDA {torch.version.cuda}", results)
     print(table)
