@@ -321,9 +321,9 @@ def _stability_runs(arms: dict[str, dict[float, tuple[float, float] | None]]) ->
     for arm, rates in arms.items():
         for lr, losses in rates.items():
             for seed in (0, 1):
-                status = "failed" if losses is None else "completed"
-                rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": status,
-                             "val_loss": np.nan if losses is None else losses[seed], "model.vocab_size": 16})  # fmt: skip
+                loss, status = (np.nan, "failed") if losses is None else (losses[seed], "completed")
+                rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": status, "val_loss": loss,
+                             "model.vocab_size": 16})  # fmt: skip
     return pd.DataFrame(rows)
 
 
