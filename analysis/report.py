@@ -462,7 +462,8 @@ def report(multirun_dir: str | Path, out: str | Path | None = None, *, allow_mix
                         looks=look_counts(runs, state["looks"]), **how,
                         bracketed=dict(zip(bracketing["arm"], bracketing["bracketed"], strict=True)))  # fmt: skip
     if is_tuned(runs):  # each arm's stable range and how much an off-optimum rate costs (the stability grid's measure)
-        summary = summary.merge(lr_stability(runs, metric), on="arm", how="left")
+        stable = lr_stability(runs, metric, tolerance=grid_value(runs, "ablation.stable_within"))
+        summary = summary.merge(stable, on="arm", how="left")
     head = opening(summary, metric, **keys, alpha=alpha, bracketing=bracketing)
     head += cautions(
         summary, metric, **keys, aa=bool(grid_value(runs, "ablation.aa")), eval_average=how["eval_average"]

@@ -618,25 +618,67 @@ def lr_table(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def lr_stability(runs: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Per arm, the stability measures of a grid tuned over rates (Wortsman et al. 2023): `max_stable_lr`, the largest
-    rate it tried without diverging (`lr_table`'s `diverged`), and `lr_sensitivity`, the mean over the rates every arm
-    tried of min(loss(lr), ln vocab) - the arm's best loss over them, a diverged rate counting at ln vocab (the loss
-    at init): how much loss a rate off the optimum costs. NaN for a metric that is not a loss, or with fewer than two
-    shared rates."""
+def lr_stability(runs: pd.DataFrame, metric: str = METRIC, tolerance: float | None = None) -> pd.DataFrame:
+    """Per arm, the stability measures of a grid tuned over rates (Wortsman et al. 2023, "Small-scale proxies for
+    large-scale Transformer training instabilities"):
+
+    - `max_stable_lr`: the largest rate it tried that did not diverge (`lr_table`'s `diverged`) and, with a
+      `tolerance`, whose mean `metric` is within `tolerance` of the arm's best mean over its rates that did not
+      diverge (a rate past the edge of stability trains, but badly); `top_stable`: that rate is the largest the arm
+      tried, so its edge was not reached;
+    - `lr_sensitivity`: the mean over a common range of rates of min(loss(lr), L_init) - the arm's best loss there,
+      L_init = ln vocab (the loss at init), a diverged rate counting at L_init: how much loss a rate off the optimum
+      costs. The range is every rate some arm tried; a rate an arm skipped because it diverged at a lower rate (the
+      sweeper's divergence rounds stop there) counts at L_init, as in Wortsman et al.'s fixed sweep; a rate some arm
+      neither tried nor passed a divergence below is left out for every arm.
+
+    `lr_sensitivity` is NaN for a metric that is not a loss, or with fewer than two common rates."""
     table = lr_table(runs, metric)
-    shared = set.intersection(*(set(g["lr"]) for _, g in table.groupby("arm"))) if len(table) else set()
     chance = float(np.log(runs["model.vocab_size"].astype(float).max())) if "model.vocab_size" in runs else np.nan
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    rates = sorted(set(table["lr"])) if len(table) else []
+    filled = {}
+    for arm, g in table.groupby("arm", sort=False):
+        losses = dict(zip(g["lr"], np.where(g["diverged"], chance, np.minimum(g["mean"], chance)), strict=True))
+        first = g.loc[g["diverged"], "lr"].min() if g["diverged"].any() else np.inf
+        filled[arm] = {**{r: chance for r in rates if r > first}, **losses}
+    common = sorted(set.intersection(*(set(f) for f in filled.values()))) if filled else []
     rows = []
     for arm, g in table.groupby("arm", sort=False):
-        stable = g.loc[~g["diverged"], "lr"]
-        row = {"arm": arm, "max_stable_lr": float(stable.max()) if len(stable) else np.nan, "lr_sensitivity": np.nan}
-        common = g[g["lr"].isin(shared)]
+        ok = g[~g["diverged"]]
+        stable = ok
+        if tolerance is not None and len(ok):
+            scores = sign * ok["mean"].to_numpy(float)
+            stable = ok[scores <= np.nanmin(scores) + tolerance]
+        top = float(stable["lr"].max()) if len(stable) else np.nan
+        row = {"arm": arm, "max_stable_lr": top, "top_stable": bool(len(stable)) and top == g["lr"].max(),
+               "lr_sensitivity": np.nan}  # fmt: skip
         if metric.endswith("loss") and len(common) >= 2 and np.isfinite(chance):
-            losses = np.where(common["diverged"], chance, np.minimum(common["mean"].to_numpy(float), chance))
+            losses = np.array([filled[arm][r] for r in common], float)
             row["lr_sensitivity"] = float(np.mean(losses - losses.min()))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["arm", "max_stable_lr", "lr_sensitivity"])
+    return pd.DataFrame(rows, columns=["arm", "max_stable_lr", "top_stable", "lr_sensitivity"])
+
+
+def divergence_edges(
+    runs: pd.DataFrame, bounds: Sequence[float] = LR_BOUNDS, step: float = SINGLE_RATE_STEP,
+    selection: str | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Per arm: `top_lr`, the largest rate it tried; `diverged`, whether that rate diverged (`lr_table` on
+    `selection`, by default selection_metric: a failed run or a loss at or above ln vocab); `next_lr`, the rate
+    beyond it (top x `step`, 3 significant digits) while it did not diverge and that rate stays within `bounds`,
+    else NaN. A stability grid (`ablation.to_divergence`) adds `next_lr` until every arm's top rate diverged or the
+    bound is reached: each arm's divergence edge, which an optimum bracketed from both sides does not find."""
+    selection = selection or selection_metric(runs, METRIC)
+    table = lr_table(runs, selection) if LR in runs else pd.DataFrame(columns=["arm", "lr", "diverged"])
+    rows = []
+    for arm, g in table.groupby("arm", sort=False):
+        top = g.loc[g["lr"].idxmax()]
+        nxt = _round3(float(top["lr"]) * step)
+        keep = not top["diverged"] and float(bounds[0]) <= nxt <= float(bounds[1])
+        rows.append({"arm": arm, "top_lr": float(top["lr"]), "diverged": bool(top["diverged"]),
+                     "next_lr": nxt if keep else None})  # fmt: skip
+    return pd.DataFrame(rows, columns=["arm", "top_lr", "diverged", "next_lr"])
 
 
 # --- bracketing ---------------------------------------------------------------------------------------------------

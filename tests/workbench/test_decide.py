@@ -315,19 +315,60 @@ def test_solved_is_mcnemar_paired_and_fisher_when_a_run_lost_its_partner():
     assert dc.CALLS[calls["code"]].tolist() == ["worse", "inconclusive"]
 
 
-def test_lr_stability_gives_the_largest_stable_rate_and_the_mean_excess_loss_over_shared_rates():
-    """Two arms over rates 1e-3, 1e-2, 1e-1 (and one more for `b`, not shared); chance ln(16) = 2.7726. `a` diverges
-    at 1e-1 (failed): max stable 1e-2, sensitivity mean(2.0-1.5, 0, 2.7726-1.5)/3; `b` stays below chance everywhere."""
+def _stability_runs(arms: dict[str, dict[float, tuple[float, float] | None]]) -> pd.DataFrame:
+    """Two seeds per arm and rate, each given as its two losses (None: both runs failed), vocabulary 16."""
     rows = []
-    for arm, losses in (("a", {1e-3: 2.0, 1e-2: 1.5, 1e-1: None}), ("b", {1e-3: 1.8, 1e-2: 1.6, 1e-1: 1.7, 1.0: 2.9})):
-        for lr, loss in losses.items():
+    for arm, rates in arms.items():
+        for lr, losses in rates.items():
             for seed in (0, 1):
-                status = "failed" if loss is None else "completed"
-                rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": status,
-                             "val_loss": np.nan if loss is None else loss, "model.vocab_size": 16})  # fmt: skip
-    table = dc.lr_stability(pd.DataFrame(rows), "val_loss").set_index("arm")
-    chance = np.log(16)
-    assert table.loc["a", "max_stable_lr"] == 1e-2
-    assert table.loc["a", "lr_sensitivity"] == pytest.approx(((2.0 - 1.5) + 0 + (chance - 1.5)) / 3)
-    assert table.loc["b", "max_stable_lr"] == 1e-1  # 1.0 ended above chance: diverged
-    assert table.loc["b", "lr_sensitivity"] == pytest.approx(((1.8 - 1.6) + 0 + (1.7 - 1.6)) / 3)
+                loss, status = (np.nan, "failed") if losses is None else (losses[seed], "completed")
+                rows.append({"ablation.arm": arm, "seed": seed, "optim.lr": lr, "status": status, "val_loss": loss,
+                             "model.vocab_size": 16})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+STABILITY_ARMS = {
+    "a": {1e-3: (2.0, 2.2), 1e-2: (1.5, 1.7), 1e-1: None},  # diverges (fails) at 1e-1: its rounds stopped there
+    "b": {1e-3: (1.8, 1.8), 1e-2: (1.5, 1.7), 1e-1: (1.6, 1.8), 1.0: (2.9, 2.9)},  # 1.0 ends above ln 16 = 2.7726
+}
+
+
+def test_lr_stability_by_hand_max_stable_rate_within_a_tolerance_and_wortsmans_sensitivity():
+    """Worked by hand, chance c = ln 16 = 2.772588722239781. Means: a 2.1, 1.6, failed; b 1.8, 1.6, 1.7, 2.9.
+    The range is every rate tried, 1e-3..1.0; a never ran 1.0, but diverged below it, so 1.0 counts at c for a.
+    a: (2.1 - 1.6 + 0 + (c - 1.6) + (c - 1.6)) / 4; b: (1.8 - 1.6 + 0 + 1.7 - 1.6 + (c - 1.6)) / 4.
+    Max stable rate: without a tolerance, the largest rate that did not diverge (a 1e-2, b 1e-1); within 0.15 nats
+    of the best (1.6 each): a 1e-2, b 1e-1 (1.7); within 0.05: b 1e-2."""
+    c = 2.772588722239781
+    runs = _stability_runs(STABILITY_ARMS)
+    plain = dc.lr_stability(runs, "val_loss").set_index("arm")
+    assert plain["max_stable_lr"].to_dict() == {"a": 1e-2, "b": 1e-1}
+    assert not plain["top_stable"].any()  # both tried a rate above their last stable one
+    assert plain.loc["a", "lr_sensitivity"] == pytest.approx((0.5 + 0 + 2 * (c - 1.6)) / 4, rel=1e-12)
+    assert plain.loc["b", "lr_sensitivity"] == pytest.approx((0.2 + 0 + 0.1 + (c - 1.6)) / 4, rel=1e-12)
+    within = {tol: dc.lr_stability(runs, "val_loss", tolerance=tol).set_index("arm") for tol in (0.15, 0.05)}
+    assert within[0.15]["max_stable_lr"].to_dict() == {"a": 1e-2, "b": 1e-1}
+    assert within[0.05]["max_stable_lr"].to_dict() == {"a": 1e-2, "b": 1e-2}
+
+
+def test_lr_stability_leaves_out_a_rate_an_arm_neither_tried_nor_passed_a_divergence_below():
+    """Arm c tried only 1e-2 and 1e-1 and never diverged: 1e-3 and 1.0 are unknown for it, so every arm's
+    sensitivity is over 1e-2 and 1e-1 only (a: (0 + c - 1.6) / 2); c's top rate is stable: its edge is not found."""
+    c = 2.772588722239781
+    runs = _stability_runs({**STABILITY_ARMS, "c": {1e-2: (1.9, 1.9), 1e-1: (2.0, 2.0)}})
+    table = dc.lr_stability(runs, "val_loss").set_index("arm")
+    assert table.loc["a", "lr_sensitivity"] == pytest.approx((0 + c - 1.6) / 2, rel=1e-12)
+    assert table.loc["c", "lr_sensitivity"] == pytest.approx((0 + 0.1) / 2, rel=1e-12)
+    assert table.loc["c", "top_stable"] and table.loc["c", "max_stable_lr"] == 1e-1
+    assert dc.lr_stability(runs[runs["optim.lr"] == 1e-2], "val_loss")["lr_sensitivity"].isna().all()
+
+
+def test_divergence_edges_go_up_until_the_top_rate_diverges_or_the_bound():
+    """a's top (1e-1) failed and b's (1.0) ended above ln vocab: both edges found; c's top did not diverge: the next
+    rate is 1e-1 x 10, or none where that passes the bound."""
+    runs = _stability_runs({**STABILITY_ARMS, "c": {1e-2: (1.9, 1.9), 1e-1: (2.0, 2.0)}})
+    edges = dc.divergence_edges(runs, (1e-6, 10.0), 10.0, selection="val_loss").set_index("arm")
+    assert edges["diverged"].to_dict() == {"a": True, "b": True, "c": False}
+    assert edges["next_lr"].isna().to_dict() == {"a": True, "b": True, "c": False} and edges.loc["c", "next_lr"] == 1.0
+    bounded = dc.divergence_edges(runs, (1e-6, 0.5), 10.0, selection="val_loss").set_index("arm")
+    assert pd.isna(bounded.loc["c", "next_lr"])

@@ -2,7 +2,9 @@
 
 1. bracketing first: an arm (the baseline included) whose best rate on the selection split sits at an edge of the
    rates it tried gets the next rate beyond that edge, at every one of its seeds (all seeds of an arm share its
-   rates), until its optimum is interior, the rate beyond diverged, or `ablation.lr_bounds` is reached;
+   rates), until its optimum is interior, the rate beyond diverged, or `ablation.lr_bounds` is reached; with
+   `ablation.to_divergence` (a stability grid) every arm also gets the rate above its top one until that diverges
+   or the bound is reached (`decide.divergence_edges`);
 2. then seeds until decided (`ablation.max_seeds`): each look decides the arms at the look's alpha
    (`decide.look_alpha`: alpha split over the planned looks, Holm across arms); arms still `inconclusive` get
    `ablation.seed_step` more seeds at each of their rates, and the baseline every seed an arm has, until decided or
@@ -34,6 +36,7 @@ class Settings:
     """The grid's round keys, read once from its `ablation` config."""
 
     bracket: bool
+    to_divergence: bool
     bounds: tuple[float, float]
     step: float
     first_seeds: int
@@ -52,7 +55,8 @@ class Settings:
     @classmethod
     def of(cls, ablation: DictConfig, seeds: list[Any], lrs: list[float]) -> Settings:
         first, (lo, hi) = len(seeds), ablation.lr_bounds
-        return cls(bool(ablation.bracket) and len(lrs) > 0, (float(lo), float(hi)),
+        bracket = bool(ablation.bracket) and len(lrs) > 0
+        return cls(bracket, bracket and bool(ablation.to_divergence), (float(lo), float(hi)),
                    decide.log_step(sorted(lrs)) if lrs else 3.0, first, int(ablation.seed_step or first),
                    None if ablation.max_seeds is None else int(ablation.max_seeds), decide.ALPHA, ablation.baseline,
                    ablation.control, None if ablation.margin is None else float(ablation.margin),
@@ -104,16 +108,24 @@ def _brackets(runs: pd.DataFrame, s: Settings, *, bracket: bool) -> pd.DataFrame
 
 
 def bracketing(runs: pd.DataFrame, s: Settings) -> tuple[list[dict[str, str]], str]:
-    """The next rates of every unbracketed arm, at each of its seeds; and why."""
+    """The next rates of every unbracketed arm, and with `to_divergence` of every arm whose top rate did not diverge
+    (its divergence edge not yet found), at each of its seeds; and why."""
     table = _brackets(runs, s, bracket=True)
-    combos, why = [], []
+    added, why = {}, []
     for row in table.to_dict("records"):
         if row["bracketed"] or row["next_lr"] is None or pd.isna(row["next_lr"]):
             continue
         arm, lr = row["arm"], float(row["next_lr"])
         side = "top" if lr > row["best_lr"] else "bottom"
         why.append(f"{arm}'s best rate {row['best_lr']:g} is the {side} of those tried: adding {lr:g}")
-        combos += [{ARM: arm, SEED: str(seed), LR: str(lr)} for seed in _seeds(runs, arm)]
+        added[arm, lr] = True
+    if s.to_divergence:
+        for row in decide.divergence_edges(runs, bounds=s.bounds, step=s.step).to_dict("records"):
+            arm, lr = row["arm"], row["next_lr"]
+            if pd.notna(lr) and (arm, float(lr)) not in added:
+                why.append(f"{arm}'s top rate {row['top_lr']:g} did not diverge: adding {lr:g}")
+                added[arm, float(lr)] = True
+    combos = [{ARM: arm, SEED: str(seed), LR: str(lr)} for arm, lr in added for seed in _seeds(runs, arm)]
     return combos, "; ".join(why)
 
 

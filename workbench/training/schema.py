@@ -345,6 +345,8 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = field(default_factory=list)  # every arm at every rate (optim.lr); empty: the config's rate
     bracket: bool = True  # with lrs: an arm whose best rate is at an edge of those tried gets the next rate beyond
+    to_divergence: bool = False  # with lrs and bracket: each arm's top rate goes up until it diverges or lr_bounds
+    stable_within: float | None = number(None, null=True)  # max_stable_lr: within this of the arm's best (metric units)
     lr_bounds: list[float] = ranged([1.0e-6, 10.0], "two numbers 0 < low < high",  # noqa: RUF009 (bracketing's)
                                     lambda v: len(v) == 2 and 0 < v[0] < v[1])  # fmt: skip
     max_seeds: int | None = integer(None, 2, null=True)  # seeds until decided, up to this many; null: seeds only
@@ -365,6 +367,7 @@ QUICK_OVERRIDES = {
     "trainer.val_check_interval": 4, "trainer.log_every_n_steps": 1, "trainer.throughput_window": 2,
     "trainer.progress_bar": False, "optim.warmup_steps": 1, "logger.kind": "none",
     "ablation.bracket": False,  # a few steps cannot place an optimum; a quick grid runs as written
+    "ablation.max_seeds": None,  # nor can they decide anything: no seeds added in rounds
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ flag, and the rounds bracket each arm's rate and add seeds until decided."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from analysis.report import report
 from tests.workbench.train_helpers import FAST, run_cli
@@ -233,3 +235,31 @@ def test_make_runs_grid_plans_on_its_experiment(tmp_path):
     plans = planned_jobs([*overrides, f"hydra.sweep.dir={tmp_path}"])
     assert len(plans) == 3 * 2 * 3  # arms x rates x seeds
     assert {p[-1].cfg.data.source for p in plans} == {"retrieval"}
+
+
+@pytest.mark.slow
+def test_a_stability_grid_goes_up_to_each_arms_divergence_edge_and_goes_on_past_diverged_runs(tmp_path):
+    """`ablation.to_divergence`: rates go up (x10) past the optimum until the arm's top rate diverges: at 1.0 this
+    model's loss ends far above ln vocab (recorded `completed`, read as diverged). The arm `nan` (logits x 1e30)
+    fails with a NaN loss at every rate, each recorded `failed`, and the grid goes on around it."""
+    arms = "    a: {model.attn_logit: none}\n    nan: {model.attn_logit: none, model.query_pre_attn_scalar: 1.0e-60}"
+    folder = write_grid(tmp_path / "grids", seeds="[0]", lrs="[1.0e-3, 1.0e-2]", arms=arms)
+    sweep = tmp_path / "edge"
+    done = run_cli(["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.to_divergence=true",
+                    "ablation.stable_within=0.5", "ablation.lr_bounds=[1.0e-4,1.0e+3]", *FAST, "trainer.max_steps=6",
+                    "logger=none", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    statuses = {p.name: (yaml.safe_load((p / "config.yaml").read_text())["optim"]["lr"],
+                         json.loads((p / "results.json").read_text())) for p in sweep.glob("*_s0_*")}  # fmt: skip
+    a = {lr: r for name, (lr, r) in statuses.items() if name.startswith("a_")}
+    assert sorted(a) == [1e-3, 1e-2, 0.1, 1.0], sorted(a)
+    assert all(r["status"] == "completed" for r in a.values()) and a[1.0]["val_loss"] > math.log(264)
+    nan_runs = [r for name, (_, r) in statuses.items() if name.startswith("nan_")]
+    assert nan_runs and all(r["status"] == "failed" and "NonFiniteLossError" in r["error"] for r in nan_runs)
+    why = " ".join(r["why"] for r in json.loads((sweep / "sweep.json").read_text())["rounds"])
+    assert "a's top rate 0.1 did not diverge: adding 1" in why
+    summary = report(sweep).set_index("arm")
+    below = {lr: r["val_loss"] for lr, r in a.items() if r["val_loss"] < math.log(264)}  # 1 seed: a run is a rate
+    assert summary.loc["a", "max_stable_lr"] == max(lr for lr, v in below.items() if v <= min(below.values()) + 0.5)
+    assert not summary.loc["a", "top_stable"]
+    assert math.isnan(summary.loc["nan", "max_stable_lr"])
