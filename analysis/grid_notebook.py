@@ -27,7 +27,15 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from analysis.plots import pareto_frontier
-from analysis.report import ARM, baseline_arm, check_one_study, margin_and_control, selection_metric, summarize
+from analysis.report import (
+    ARM,
+    SWEEP_STATE,
+    baseline_arm,
+    check_one_study,
+    margin_and_control,
+    selection_metric,
+    summarize,
+)
 from analysis.runs import load, load_metrics
 from workbench.blocks.patterns import GLOBAL
 from workbench.config import ModelConfig
@@ -110,9 +118,9 @@ def full_command(grid: str, arms: Sequence[str] | None = None, extra: Sequence[s
 
 
 def archive_runs(sweep_dir: str | Path, dest: str | Path) -> int:
-    """Copy each finished run's KEPT files (and the sweep's summary.*) from `sweep_dir` into `dest`, run dir by run
-    dir, so a study's numbers are committed without its checkpoints; returns the runs copied. A run without a
-    results.json (still training, or killed) is skipped: a relaunch of the grid finishes it."""
+    """Copy each finished run's KEPT files (and the sweep's summary.* and sweep.json) from `sweep_dir` into `dest`,
+    run dir by run dir, so a study's numbers are committed without its checkpoints; returns the runs copied. A run
+    without a results.json (still training, or killed) is skipped: a relaunch of the grid finishes it."""
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     copied = 0
     for results in sorted(sweep_dir.glob("*/results.json")):
@@ -122,8 +130,8 @@ def archive_runs(sweep_dir: str | Path, dest: str | Path) -> int:
             if (results.parent / name).is_file():
                 shutil.copy2(results.parent / name, run / name)
         copied += 1
-    for summary in sweep_dir.glob("summary.*"):
-        shutil.copy2(summary, dest / summary.name)
+    for kept in [*sweep_dir.glob("summary.*"), *sweep_dir.glob(SWEEP_STATE)]:  # the looks and alpha the report needs
+        shutil.copy2(kept, dest / kept.name)
     return copied
 
 

@@ -114,8 +114,10 @@ def test_archive_runs_keeps_results_configs_and_curves_not_checkpoints(quick, tm
     dest = tmp_path / "archive"
     (quick.source / "unfinished_s9_0123456789").mkdir()  # a run still training: no results.json yet
     assert gn.archive_runs(quick.source, dest) == len(quick.runs)
-    kept = {p.relative_to(dest).parts[-1] for p in dest.rglob("*") if p.is_file()}
+    kept = {p.relative_to(dest).parts[-1] for p in dest.rglob("*") if p.is_file() and p.parent != dest}
     assert kept == set(gn.KEPT) and not (dest / "unfinished_s9_0123456789").exists()
+    # the sweeper's rounds (looks, alpha) travel with the runs: the report decides at the alpha they record
+    assert (dest / "sweep.json").read_text() == (quick.source / "sweep.json").read_text()
     again = gn.load_grid(dest)
     assert sorted(again["run_id"] if "run_id" in again else again["run_dir"].map(lambda d: Path(d).name)) == sorted(
         quick.runs["run_dir"].map(lambda d: Path(d).name)
