@@ -504,13 +504,14 @@ def test_eval_average_decides_on_the_mean_of_the_last_evaluations(tmp_path, caps
 
 
 def test_a_committed_study_reports_as_before_with_the_new_columns(tmp_path, capsys):
-    """notebooks/results/local_global_ratio predates val_loss_se and the measures: the same calls (every arm
-    unbracketed: docs/decisions.md), seed_sd its std, no eval_se, no censored runs, the paired t."""
-    s = by_arm(report.report(REPO / "notebooks" / "results" / "local_global_ratio", tmp_path))
+    """notebooks/results/main_local_global (make run's runs of 2026-12-02) predates val_loss_se and the measures: the
+    same calls (every arm unbracketed: docs/decisions.md), seed_sd its std, no eval_se, no censored runs, the paired
+    t."""
+    s = by_arm(report.report(REPO / "notebooks" / "results" / "main_local_global", tmp_path))
     assert set(s["decision"]) == {"baseline", "unbracketed"}
     assert np.allclose(s["seed_sd"], s["std"], equal_nan=True) and s["eval_se"].isna().all()
     assert (s["censored"] == 0).all() and set(s.loc[~s["baseline"], "test"]) == {"paired t"}
-    assert "coarse (above 5×)" in (tmp_path / "summary.md").read_text()  # local's 2.16 nats against ±0.1
+    assert "coarse (above 5×)" in (tmp_path / "summary.md").read_text()  # local's 2.38 nats against ±0.1
     capsys.readouterr()
 
 
