@@ -1,6 +1,6 @@
 # `make run`: set up and run the main job on the embedded defaults. `make test`: set up and run the tests (lint, the
 # docs build, every test but the numerical ones, then the numerical ones once per CPU kernel set). `make test-fast`:
-# the fast tier.
+# the fast tier (every test file and module, a few cases of each long table; docs/testing.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

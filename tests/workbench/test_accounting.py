@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiers import slow_unless, tiered
 from tests.workbench.accounting_checks import check_accounting, fvcore_flops
 from workbench import build_model, get_preset, list_presets
 from workbench.accounting import (
@@ -64,8 +65,13 @@ COMBINATIONS = [
 ]
 
 
-@pytest.mark.parametrize("kind", KINDS + COMBINATIONS, ids=str)
-@pytest.mark.parametrize("tokens", [11, 16], ids=["masked", "blocked"])  # 16 = 4 windows: the O(T W) local path
+# 16 tokens = 4 windows: the O(T W) local path; 11: the masked one. The fast tier counts every kind on the blocked
+# path and the plain model on both.
+@pytest.mark.parametrize(
+    ("tokens", "kind"),
+    [pytest.param(tokens, kind, id=f"{path}-{kind}", marks=slow_unless(tokens == 16 or kind == KINDS[0]))
+     for tokens, path in ((11, "masked"), (16, "blocked")) for kind in KINDS + COMBINATIONS],
+)  # fmt: skip
 def test_every_registered_kind_is_counted_as_built(kind, tokens):
     cfg = BASE.replace(**kind)
     check_accounting(cfg, build_model(cfg), tokens=tokens)
@@ -77,7 +83,8 @@ def cpu_sized(cfg: ModelConfig) -> ModelConfig:
                        max_seq_len=64)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list_presets())
+# the fast tier's: one preset of each family
+@pytest.mark.parametrize("name", tiered(list_presets(), ("tiny", "gemma2-2b", "gemma3-1b", "gemma4-e2b", "olmo3-tiny")))
 def test_every_preset_structure_is_counted_as_built(name):
     cfg = cpu_sized(get_preset(name))
     check_accounting(cfg, build_model(cfg))
@@ -100,8 +107,12 @@ class PrefillThenDecode(nn.Module):
 SHARED = {"layer_pattern": "1:1", "n_layers": 4, "kv_shared_layers": 2, "k_eq_v_global": True, "ple_dim": 4}
 
 
-@pytest.mark.parametrize("kind", [{}, {"attention": "mla"}, {"attn_logit": "softcap"}, SHARED], ids=str)
-@pytest.mark.parametrize("context", [2, 9])  # inside and past the window of 4
+# inside and past the window of 4; the fast tier's: past it, the plain model and KV sharing
+@pytest.mark.parametrize(
+    ("context", "kind"),
+    [pytest.param(context, kind, id=f"{context}-{kind}", marks=slow_unless(context == 9 and kind in ({}, SHARED)))
+     for context in (2, 9) for kind in ({}, {"attention": "mla"}, {"attn_logit": "softcap"}, SHARED)],
+)  # fmt: skip
 def test_decode_flops_equal_fvcore(kind, context):
     cfg = BASE.replace(**kind)
     model = build_model(cfg).eval()
@@ -140,7 +151,7 @@ def test_kv_bytes_read_per_token_by_hand():
     )
 
 
-@pytest.mark.parametrize("pattern", ["global", "5:1", "local"])
+@pytest.mark.parametrize("pattern", tiered(["global", "5:1", "local"], ["5:1"]))  # fast: both kinds of layer
 def test_mfu_flops_equal_three_times_fvcore_at_grid_cpu_shape(pattern):
     """MFU's FLOPs per batch (D3: once Lightning's count, blind to causality and windows) are the attended-pairs
     count: 3 x fvcore's forward, exactly, for the all-global, 5:1 and all-local arms of the CPU grid."""
@@ -272,8 +283,12 @@ class Generate(nn.Module):
         return generate(self.model, ids, self.new_tokens)
 
 
-# decodes inside and past the window of 4, one sampled token (a prefill only)
-@pytest.mark.parametrize("kind, prompt, new", [({}, 3, 9), ({"attention": "mla"}, 6, 5), (SHARED, 3, 1)], ids=str)
+# decodes inside and past the window of 4, one sampled token (a prefill only); the fast tier's: the MLA one
+@pytest.mark.parametrize(
+    "kind, prompt, new",
+    tiered([({}, 3, 9), ({"attention": "mla"}, 6, 5), (SHARED, 3, 1)], [({"attention": "mla"}, 6, 5)]),
+    ids=str,
+)
 def test_generation_flops_equal_fvcore_of_generate(kind, prompt, new):
     cfg = BASE.replace(**kind)
     model = build_model(cfg).eval()
@@ -281,6 +296,7 @@ def test_generation_flops_equal_fvcore_of_generate(kind, prompt, new):
     assert counted == 2 * generation_flops(cfg, prompt, new)
 
 
+@pytest.mark.slow  # fvcore traces a generate() of 7 steps and three forwards: seconds
 def test_on_policy_mfu_flops_count_the_sampling_and_the_shorter_rows():
     """MFU's FLOPs per batch with on-policy distillation: round(mix x batch) rows are sampled (fvcore's count of
     generate) and trained on prompt + continuation - 1 tokens (3 x fvcore's forward); the others as usual."""

@@ -69,8 +69,9 @@ def from_composition(e: BaseException) -> ConfigError:
         group, _, chosen = e.missing_cfg_file.rpartition("/")
         public = ", ".join(o for o in e.options if not o.startswith("_"))
         return ConfigError(f"{group}: got {chosen!r}; allowed: {public}")
-    cause, keyed = e, None
-    while cause is not None:
+    cause, keyed, seen = e, None, set()
+    while cause is not None and id(cause) not in seen:  # a chain can loop: OmegaConf re-raises an error as its own
+        seen.add(id(cause))  # __cause__ under OC_CAUSE=1 or a trace function (a debugger, coverage)
         if isinstance(cause, ConfigError):
             return cause
         if isinstance(cause, yaml.YAMLError):

@@ -5,6 +5,7 @@ field and what is allowed, exit status 2, no traceback, nothing created; the dat
 
 import pytest
 
+from tests.tiers import tiered
 from tests.workbench.train_helpers import assert_user_error, cli_error
 
 PROC = "/proc/workbench-no-such-dir"
@@ -59,6 +60,9 @@ CASES = {
                                      ["model.vocab_size: got 264", "at least 400"]),
     "mqar batch zero": (["data=mqar", "data.batch_size=0"], ["data.batch_size: got 0", ">= 1"]),
 }  # fmt: skip
+# the fast tier's: a corpus, a cache folder, a split size, a tokenizer, a dataset, each synthetic task
+FAST_CASES = ("text corpus too small", "stdlib cache under a file", "val_fraction zero", "hf tokenizer garbage",
+              "hf dataset split absent", "passkey distance past the context", "mqar pairs past the keys")  # fmt: skip
 
 
 def _tokenizer(path, n: int) -> None:
@@ -93,7 +97,7 @@ def scratch(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", tiered(CASES, FAST_CASES))
 def test_data(case, scratch, tmp_path, monkeypatch, capsys):
     overrides, expected = ([s.replace("{d}", str(scratch)) for s in x] for x in CASES[case])
     extra = [f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]

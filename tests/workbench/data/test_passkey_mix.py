@@ -93,11 +93,13 @@ def test_validation_stays_text_and_the_info_records_the_mix(corpus):
     ("overrides", "expected"),
     [
         (["data.passkey_mix=-0.1"], ["data.passkey_mix: got -0.1", "a number in [0, 1)"]),
-        (["data.passkey_digits=2.5"], ["data.passkey_digits: got 2.5", "integer >= 1"]),
+        pytest.param(["data.passkey_digits=2.5"], ["data.passkey_digits: got 2.5", "integer >= 1"],
+                     marks=pytest.mark.slow),
         (["data.passkey_mix=0.25", "data.seq_len=16", "data.passkey_digits=8"],
          ["data.passkey_digits: got 8", "at most (data.seq_len - 1) // 2 = 7"]),
-        (["data=hf", "data.name=x", "data.tokenizer=x", "data.passkey_mix=0.25"],
-         ["data.passkey_mix: got 0.25", "0 for data.source=hf", "byte tokens"]),
+        pytest.param(["data=hf", "data.name=x", "data.tokenizer=x", "data.passkey_mix=0.25"],
+                     ["data.passkey_mix: got 0.25", "0 for data.source=hf", "byte tokens"],
+                     marks=pytest.mark.slow),  # fast: test_hf_with_a_mix_fails_before_loading_the_dataset
     ],
 )  # fmt: skip
 def test_bad_values_are_config_errors(overrides, expected, tmp_path):

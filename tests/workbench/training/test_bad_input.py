@@ -11,6 +11,7 @@ import torch
 
 import workbench.train
 import workbench.training.jobs
+from tests.tiers import tiered
 from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
 from workbench.data import build_data, cache
 from workbench.training.errors import ConfigError
@@ -102,6 +103,10 @@ CASES = {
     "run dir under a file": (["hydra.run.dir={d}/afile/run"], ["hydra.run.dir: got", "is a file", "writable"]),
     "cache dir under a file": (["data.cache_dir={d}/afile/cache"], ["data.cache_dir: got", "is a file", "writable"]),
 }  # fmt: skip
+# the fast tier's cases: a group option, an interpolation, the override parser, a sweep, the model's and the data's
+# checks, a grid arm, a folder probe (test_bad_input_cli.py's fast cases hold a schema key and the trainer's checks)
+FAST_CASES = ("unknown preset", "self-interpolation", "override syntax", "sweep without --multirun",
+              "window past the context", "text corpus too small", "arm key typo", "run dir under a file")  # fmt: skip
 
 
 @pytest.fixture
@@ -127,7 +132,7 @@ def _assert_user_error(text: str, expected: list[str]) -> None:
         assert s in lines[0], (s, lines[0])
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", tiered(CASES, FAST_CASES))
 def test_cli_rejects_bad_input_before_anything_runs(case, scratch, monkeypatch, capsys):
     overrides, expected = CASES[case]
     overrides = _fill(overrides, scratch)
@@ -146,6 +151,7 @@ def test_cli_rejects_bad_input_before_anything_runs(case, scratch, monkeypatch, 
     assert not list(scratch.rglob("*.ckpt")) and not list(scratch.rglob("results.json"))
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and Lightning; the cases above check the same in-process
 @pytest.mark.parametrize("case", ["unknown preset", "text path missing"])
 def test_cli_subprocess_exits_2_without_traceback(case, tmp_path):
     overrides, expected = CASES[case]

@@ -5,6 +5,7 @@ and nothing created (no run dir, no sweep dir, no cache), before any compute."""
 import pytest
 import torch
 
+from tests.tiers import tiered
 from tests.workbench.train_helpers import assert_user_error, cli_error
 from workbench.precision import resolve_precision
 
@@ -87,6 +88,12 @@ MULTIRUN = {
 }  # fmt: skip
 
 GPU_CASES = {"accelerator gpu", "accelerator cuda", "cuda devices"}
+# the fast tier's: an added key, a device, a precision, a strategy's sizes, a folder probe, a distillation folder,
+# a head width, a checkpoint path, a distillation size; under --multirun the sweep dir
+FAST_CASES = ("+ trainer typo", "accelerator tpu", "fp16 mixed on a CPU", "world not dividing batch",
+              "run dir in /proc", "distill cache under a file", "odd head width from d_model", "resume a folder",
+              "topk past the vocabulary")  # fmt: skip
+FAST_MULTIRUN = ("sweep dir in /proc",)
 
 
 @pytest.fixture
@@ -99,7 +106,7 @@ def _fill(items: list[str], d) -> list[str]:
     return [s.replace("{d}", str(d)) for s in items]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=NO_CUDA) if c in GPU_CASES else c for c in CASES])
+@pytest.mark.parametrize("case", tiered(CASES, FAST_CASES, marks=dict.fromkeys(GPU_CASES, (NO_CUDA,))))
 def test_command_line(case, scratch, monkeypatch, capsys):
     overrides, expected = (_fill(x, scratch) for x in CASES[case])
     extra = [] if any(o.startswith("hydra.run.dir") for o in overrides) else [f"hydra.run.dir={scratch / 'run'}"]
@@ -109,7 +116,7 @@ def test_command_line(case, scratch, monkeypatch, capsys):
     assert_user_error(err, expected)
 
 
-@pytest.mark.parametrize("case", list(MULTIRUN))
+@pytest.mark.parametrize("case", tiered(MULTIRUN, FAST_MULTIRUN))
 def test_multirun(case, scratch, monkeypatch, capsys):
     overrides, expected = (_fill(x, scratch) for x in MULTIRUN[case])
     extra = [] if any(o.startswith("hydra.sweep.dir") for o in overrides) else [f"hydra.sweep.dir={scratch / 's'}"]

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from tests.tiers import slow_unless
 from tests.workbench.train_helpers import assert_user_error, cli_error
 
 HEAD = "# @package _global_\ndefaults:\n  - _base\n  - _self_\n"
@@ -134,14 +135,21 @@ EVERY_MODE = (
     "quick override typo",
     "arm key typo",
 )
+# the fast tier's: one case of each group above as a dry run, and each other mode once
+FAST_CASES = {
+    (case, "dry run")
+    for case in ("yaml unclosed flow map", "duplicate arm name", "arms a list", "arm name a path", "seeds twice",
+                 "baseline names no arm", "var missing in an arm", "quick override typo", "no package line",
+                 "arm key typo")
+} | {("seeds twice", "multirun"), ("arm key typo", "single run")}  # fmt: skip
 
 
 def params() -> list:
     """Every case as a dry run (what a user tries first); a few under every mode."""
-    out = [pytest.param(case, "dry run", id=f"{case}-dry run") for case in CASES]
-    for case in EVERY_MODE:
-        out += [pytest.param(case, mode, id=f"{case}-{mode}") for mode in MODES if mode != "dry run"]
-    return out
+    pairs = [(case, "dry run") for case in CASES]
+    pairs += [(case, mode) for case in EVERY_MODE for mode in MODES if mode != "dry run"]
+    assert set(pairs) >= FAST_CASES, FAST_CASES - set(pairs)
+    return [pytest.param(c, m, id=f"{c}-{m}", marks=slow_unless((c, m) in FAST_CASES)) for c, m in pairs]
 
 
 @pytest.mark.parametrize(("case", "mode"), params())

@@ -61,12 +61,12 @@ BAD_ARM = "+ablation.arms.bad={optim.lrr: 0.5}"
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--multirun", "+ablation=mine", BAD_ARM],  # multirun
-        ["+ablation=mine", BAD_ARM, "hydra.sweep.dir=SWEEP", "--multirun"],  # the flag after the overrides
-        ["-m", "+ablation=mine", BAD_ARM, "dry_run=true"],  # dry run
-        ["+ablation=mine", BAD_ARM, "ablation.arm=bad"],  # a single run of the arm
+        pytest.param(["--multirun", "+ablation=mine", BAD_ARM], id="multirun", marks=pytest.mark.slow),
+        # the flag after the overrides (the fast tier's multirun)
+        pytest.param(["+ablation=mine", BAD_ARM, "hydra.sweep.dir=SWEEP", "--multirun"], id="flag-after"),
+        pytest.param(["-m", "+ablation=mine", BAD_ARM, "dry_run=true"], id="dry-run", marks=pytest.mark.slow),
+        pytest.param(["+ablation=mine", BAD_ARM, "ablation.arm=bad"], id="run"),  # a single run of the arm
     ],
-    ids=["multirun", "flag-after", "dry-run", "run"],
 )
 def test_a_grid_in_the_users_folder_is_validated_like_a_shipped_one(argv, tmp_path, monkeypatch, capsys):
     folder = write_grid(tmp_path / "grids")

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests.tiers import tiered
 from tests.workbench.train_helpers import FAST, compose_cfg, run_cli
 from workbench import train as train_cli
 from workbench.data import build_data
@@ -163,7 +164,7 @@ def _own_folder(tmp_path, grid: str = OWN_GRID):
     return tmp_path / "mygrids"
 
 
-@pytest.mark.parametrize("flag", ["--config-dir", "-cd", "--config-dir="])
+@pytest.mark.parametrize("flag", tiered(["--config-dir", "-cd", "--config-dir="], ["--config-dir"]))
 def test_a_grid_in_a_folder_of_your_own_is_planned_and_priced_like_a_shipped_one(flag, tmp_path, monkeypatch, capsys):
     """`--config-dir` (Hydra's own flag) reaches the planning and the dry run, not only Hydra's launch."""
     folder, sweep = _own_folder(tmp_path), tmp_path / "sweep"

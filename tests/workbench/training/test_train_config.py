@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
+from tests.tiers import slow_unless, tiered
 from tests.workbench.train_helpers import REPO, compose_cfg, run_cli
 from workbench.config import ModelConfig
 from workbench.presets import PRESETS
@@ -18,7 +19,8 @@ from workbench.training.migrate import migrate
 from workbench.training.sweep import planned_jobs
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+# the fast tier's: one preset of each family (its YAML option is composed like every other's)
+@pytest.mark.parametrize("name", tiered(PRESETS, ("tiny", "gemma2-2b", "gemma3-1b", "gemma4-e2b", "olmo3-tiny")))
 def test_every_preset_is_a_model_option_equal_to_the_preset(name, tmp_path):
     cfg = compose_cfg([f"model={name}"], tmp_path)
     assert ModelConfig.from_dict(cfg.model) == PRESETS[name]
@@ -31,13 +33,15 @@ def test_model_field_override(tmp_path):
     assert cfg.seed == 3 and cfg.data.seq_len == 512
 
 
+# the fast tier's: a group's key, a top-level key, a key of another data source
 @pytest.mark.parametrize(
     ("override", "names"),
-    [("trainer.max_stepz=3", ["'trainer.max_stepz'", "did you mean max_steps"]),
+    [pytest.param(*case, marks=slow_unless(case[0] in ("model.windw=3", "sed=3", "data.path=x"))) for case in [
+     ("trainer.max_stepz=3", ["'trainer.max_stepz'", "did you mean max_steps"]),
      ("model.windw=3", ["'model.windw'", "did you mean window"]), ("sed=3", ["'sed'", "did you mean seed"]),
      ("optim.lrr=0.1", ["'optim.lrr'", "did you mean lr"]), ("data.path=x", ["'data.path'", "allowed keys"]),
      ("logger.knd=none", ["'logger.knd'", "kind"]), ("distill.alhpa=1", ["'distill.alhpa'", "alpha"]),
-     ("long_context.bucket=2", ["'long_context.bucket'", "buckets"]), ("ablation.seedz=[1]", ["seedz", "seeds"])],
+     ("long_context.bucket=2", ["'long_context.bucket'", "buckets"]), ("ablation.seedz=[1]", ["seedz", "seeds"])]],
 )  # fmt: skip
 def test_an_unknown_key_in_any_group_names_the_key_and_the_closest_ones(override, names):
     with pytest.raises(ConfigError) as e:
@@ -45,16 +49,23 @@ def test_an_unknown_key_in_any_group_names_the_key_and_the_closest_ones(override
     assert all(n in str(e.value) for n in names), str(e.value)
 
 
+BAD_ARMS = [
+    ("{optim.lrr: 0.5}", ["grid gqa, arm bad", "'optim.lrr'", "did you mean lr"]),
+    ("{trainer.max_stepz: 3}", ["grid gqa, arm bad", "'trainer.max_stepz'", "did you mean max_steps"]),
+    ("{model.n_kv_head: 1}", ["grid gqa, arm bad", "'model.n_kv_head'", "did you mean n_kv_heads"]),
+    ("{data.seq_lenn: 8}", ["grid gqa, arm bad", "'data.seq_lenn'", "did you mean seq_len"]),
+    ("{trainer.max_steps: abc}", ["grid gqa, arm bad", "trainer.max_steps: got 'abc'"]),
+    ('{model.window: "${model.window}"}', ["grid gqa, arm bad: model.window: its interpolation does not resolve"]),
+]  # fmt: skip
+# the fast tier's: each mode once, each with another kind of mistake (a key typo, a bad value, an interpolation)
+FAST_ARMS = {("run", 0), ("multirun", 4), ("dry run", 5)}
+
+
 @pytest.mark.parametrize(
-    ("arm", "names"),
-    [("{optim.lrr: 0.5}", ["grid gqa, arm bad", "'optim.lrr'", "did you mean lr"]),
-     ("{trainer.max_stepz: 3}", ["grid gqa, arm bad", "'trainer.max_stepz'", "did you mean max_steps"]),
-     ("{model.n_kv_head: 1}", ["grid gqa, arm bad", "'model.n_kv_head'", "did you mean n_kv_heads"]),
-     ("{data.seq_lenn: 8}", ["grid gqa, arm bad", "'data.seq_lenn'", "did you mean seq_len"]),
-     ("{trainer.max_steps: abc}", ["grid gqa, arm bad", "trainer.max_steps: got 'abc'"]),
-     ('{model.window: "${model.window}"}', ["grid gqa, arm bad: model.window: its interpolation does not resolve"])],
+    ("arm", "names", "mode"),
+    [pytest.param(arm, names, mode, id=f"{mode}-{arm}-names{i}", marks=slow_unless((mode, i) in FAST_ARMS))
+     for mode in ("run", "multirun", "dry run") for i, (arm, names) in enumerate(BAD_ARMS)],
 )  # fmt: skip
-@pytest.mark.parametrize("mode", ["run", "multirun", "dry run"])
 def test_a_bad_key_in_an_arm_is_an_error_before_any_job(arm, names, mode, tmp_path):
     overrides = ["+ablation=gqa", "ablation.quick=true", f"+ablation.arms.bad={arm}", f"hydra.sweep.dir={tmp_path}"]
     if mode == "dry run":
