@@ -55,13 +55,14 @@ class Pilot:
 
     def train_argv(self) -> tuple[str, ...]:
         """The training CLI's arguments (after `python`): the grid's arms cut to `arms` and its seeds to `seeds`
-        from the command line, one rate, no bracketing, the pilot's metric; no control and no margin (a 2-arm noise
-        pilot decides nothing)."""
+        from the command line, one rate, no bracketing, no seeds added in rounds, the pilot's metric; no control and
+        no margin (a 2-arm noise pilot decides nothing)."""
         return ("-m", "workbench.train", "--multirun", f"+ablation={GRID}", f"experiment={EXPERIMENT}",
                 f"ablation.arm={','.join(self.arms)}", f"ablation.seeds=[{','.join(map(str, range(self.seeds)))}]",
-                "ablation.lrs=[]", "ablation.bracket=false", f"ablation.baseline={self.baseline}",
-                "ablation.control=null", "ablation.margin=null", f'ablation.metric="{STEPS_TO}"',
-                f"ablation.eval_average={EVAL_AVERAGE}", f"hydra.sweep.dir={self.sweep_dir}",
+                "ablation.lrs=[]", "ablation.bracket=false", "ablation.max_seeds=null",
+                f"ablation.baseline={self.baseline}", "ablation.control=null", "ablation.margin=null",
+                f'ablation.metric="{STEPS_TO}"', f"ablation.eval_average={EVAL_AVERAGE}",
+                f"hydra.sweep.dir={self.sweep_dir}",
                 *self.overrides)  # fmt: skip
 
     def probe_flags(self) -> tuple[str, ...]:

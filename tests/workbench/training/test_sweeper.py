@@ -121,7 +121,7 @@ def _statuses(sweep: Path) -> dict[str, dict]:
 def test_rates_below_the_optimum_are_bracketed_until_it_is_interior(tmp_path):
     """Every rate the grid gives lies far below the optimum: the sweeper adds rates upward until each arm's best is
     interior, and the report decides; with `ablation.bracket=false` the same grid reports `unbracketed`."""
-    folder = write_grid(tmp_path / "grids", seeds="[0, 1]", lrs="[1.0e-2, 3.0e-2]")
+    folder = write_grid(tmp_path / "grids", seeds="[0, 1]", lrs="[1.0e-4, 3.0e-4]")
     args = ["--config-dir", str(folder), "--multirun", "+ablation=mine", "ablation.margin=1.0",
             "ablation.lr_bounds=[1.0e-6,0.3]", *FAST, "trainer.max_steps=12", "logger=none"]  # fmt: skip
     sweep = tmp_path / "bracketed"
