@@ -233,7 +233,7 @@ def test_make_runs_grid_plans_on_its_experiment(tmp_path):
     overrides = [t for t in line.split() if "=" in t and not t.startswith(("OMP_", "hydra"))]
     assert overrides == ["+ablation=main_local_global", "experiment=reach_cpu"]
     plans = planned_jobs([*overrides, f"hydra.sweep.dir={tmp_path}"])
-    assert len(plans) == 3 * 3 * 3  # arms x rates x seeds
+    assert len(plans) == 3 * 3 * 6  # arms x rates x seeds
     assert {p[-1].cfg.data.source for p in plans} == {"retrieval"}
 
 
